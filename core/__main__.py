@@ -1,0 +1,222 @@
+"""Command line: ``python -m core train | evaluate | activate | predict | list | delete``.
+
+stdout carries only results (JSON with ``--json``); logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,128, got {text!r}") from exc
+
+
+def _log(*args) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m core", description="MNIST digit recognizer: train, evaluate, predict.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model on MNIST and save it to the store")
+    t.add_argument("--family", choices=["mlp", "cnn"], default="cnn")
+    t.add_argument("--hidden", type=_ints, help="hidden (MLP) or dense (CNN) layer sizes, e.g. 256,128")
+    t.add_argument("--filters", type=_ints, help="CNN conv widths, e.g. 32,64")
+    t.add_argument("--dropout", type=float)
+    t.add_argument("--no-batch-norm", action="store_true")
+    t.add_argument("--epochs", type=int, default=3)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle) or constant rate")
+    t.add_argument("--schedule", choices=["onecycle", "constant"], default="onecycle")
+    t.add_argument("--train-size", type=int, help="training images used (default: all 60,000)")
+    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--augment", action="store_true", help="random small rotations, scalings, shears and shifts")
+    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--name", help="store name (default: FAMILY-TIMESTAMP)")
+    t.add_argument("--shipped", action="store_true", help="mark as the shipped default model")
+    t.add_argument("--activate", action="store_true", help="make it the server's default model")
+
+    e = sub.add_parser("evaluate", help="test accuracy on the 10,000 MNIST test images")
+    e.add_argument("--model")
+    e.add_argument("--json", action="store_true")
+
+    a = sub.add_parser("activate", help="set the server's default model")
+    a.add_argument("name")
+
+    pr = sub.add_parser("predict", help="read the digit in image files")
+    pr.add_argument("files", nargs="+")
+    pr.add_argument("--model")
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--multi", action="store_true", help="read several digits per image, left to right")
+
+    ls = sub.add_parser("list", help="list the models in the store")
+    ls.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("delete", help="delete a model from the store (operator action)")
+    d.add_argument("name")
+    return p
+
+
+def cmd_train(args) -> int:
+    from core.model import ModelSpec, default_spec
+    from core.train import TrainConfig, save_result, train
+    from core.store import ModelStore
+
+    base = default_spec(args.family)
+    spec = ModelSpec(
+        family=args.family,
+        hidden=args.hidden if args.hidden is not None else base.hidden,
+        filters=args.filters if args.filters is not None else base.filters,
+        dropout=args.dropout if args.dropout is not None else base.dropout,
+        batch_norm=base.batch_norm and not args.no_batch_norm,
+    )
+    cfg = TrainConfig(spec=spec, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                      schedule=args.schedule, train_size=args.train_size, val_fraction=args.val_fraction,
+                      augment=args.augment, label_smoothing=args.label_smoothing, seed=args.seed)
+    last = {"t": -1.0}
+
+    def hook(p):
+        if p.kind == "epoch":
+            val = f" val_loss {p.val_loss:.4f} val_acc {p.val_accuracy:.4f}" if p.val_loss is not None else ""
+            _log(f"epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} acc {p.accuracy:.4f}{val} [{p.elapsed:.1f}s]")
+        elif p.elapsed - last["t"] >= 2.0:
+            last["t"] = p.elapsed
+            _log(f"  epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} loss {p.loss:.4f} "
+                 f"acc {p.accuracy:.4f} eta {p.eta:.0f}s")
+
+    result = train(cfg, hook=hook)
+    _log(f"test accuracy {result.test_accuracy:.4f} in {result.train_seconds:.1f}s of training")
+    command = "python -m core " + shlex.join(sys.argv[1:])
+    store = ModelStore()
+    name = save_result(result, store, name=args.name, command=command)
+    if args.shipped:
+        import json as _json
+        meta = store.meta(name)
+        meta["shipped"] = True
+        store.meta_path(name).write_text(_json.dumps(meta, indent=1), encoding="utf-8")
+    if args.activate:
+        store.set_active(name)
+    print(json.dumps({"model": name, "test_accuracy": result.test_accuracy,
+                      "train_seconds": round(result.train_seconds, 2)}))
+    return 0
+
+
+def _predictor(name: str | None):
+    from core.predict import Predictor
+    from core.store import ModelStore, StoreError
+
+    store = ModelStore()
+    name = name or store.active_name()
+    if name is None:
+        raise StoreError(f"The model store {store.root} has no usable model; train one with `python -m core train`.")
+    return Predictor(store.load(name), name=name, meta=store.meta(name))
+
+
+def cmd_evaluate(args) -> int:
+    from core.data import cached_mnist
+    from core.train import test_accuracy
+
+    pred = _predictor(args.model)
+    m = cached_mnist()
+    acc = test_accuracy(pred.model, m.x_test.astype("float32") / 255.0, m.y_test)
+    if args.json:
+        print(json.dumps({"model": pred.name, "test_accuracy": round(acc, 6)}))
+    else:
+        print(f"{pred.name}: test accuracy {acc:.4%} on {len(m.y_test)} MNIST test images")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from core import preprocess
+
+    pred = _predictor(args.model)
+    failed = False
+    for file in args.files:
+        obj: dict = {"file": file}
+        try:
+            data = Path(file).read_bytes()
+            if args.multi:
+                from core.multi import read_number
+                obj.update(read_number(pred, data).to_json())
+            else:
+                obj.update(pred.read(data).to_json())
+        except (OSError, ValueError) as exc:  # unreadable path or image
+            failed = True
+            msg = str(exc) if isinstance(exc, ValueError) else f"cannot open the file: {exc.strerror or exc}"
+            obj["error"] = msg
+        if args.json:
+            print(json.dumps(obj), flush=True)
+        elif "error" in obj:
+            print(f"{file}: error: {obj['error']}")
+        elif obj.get("digit") is None and "number" not in obj:
+            print(f"{file}: {obj.get('message', 'no digit found')}")
+        elif "number" in obj:
+            print(f"{file}: {obj['number']}")
+        else:
+            print(f"{file}: {obj['digit']} ({obj['confidence']:.1%})")
+    return 1 if failed else 0
+
+
+def cmd_list(args) -> int:
+    from core.store import ModelStore
+
+    store = ModelStore()
+    listing = store.list()
+    active = store.active_name()
+    rows = [{"name": e.name, "family": e.meta.get("family"), "params": e.meta.get("params"),
+             "test_accuracy": e.meta.get("test_accuracy"), "created": e.meta.get("created"),
+             "active": e.name == active} for e in listing.entries]
+    for problem in listing.problems.values():
+        _log(problem)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            acc = f"{r['test_accuracy']:.2%}" if r["test_accuracy"] is not None else "?"
+            print(f"{'*' if r['active'] else ' '} {r['name']:32s} {r['family']:4s} {r['params']:>9,} params  {acc}  {r['created']}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from core.data import DataError
+    from core.store import ModelStore, StoreError
+
+    try:
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
+        if args.command == "activate":
+            ModelStore().set_active(args.name)
+            _log(f"{args.name} is now the server's default model")
+            return 0
+        if args.command == "predict":
+            return cmd_predict(args)
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "delete":
+            ModelStore().delete(args.name)
+            _log(f"deleted {args.name}")
+            return 0
+    except (StoreError, DataError, ValueError) as exc:
+        _log(f"error: {exc}")
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Model architectures from one builder: an MLP (input, hidden and output layers) and a CNN.
+
+Architectures are data (``ModelSpec``) passed to ``build_model``, as in keras-io's
+``make_model(input_shape, num_classes)``; nothing is copied per family.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from core.config import IMAGE_SIZE, NUM_CLASSES
+
+Family = Literal["mlp", "cnn"]
+
+DEFAULT_MLP_HIDDEN = (256, 128)
+DEFAULT_CNN_FILTERS = (32, 64)
+# Moving statistics must keep up with weights that move fast under a one-cycle peak rate.
+BN_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build.
+
+    Attributes:
+        family: "mlp" (Flatten -> Dense hidden layers -> Dense 10) or "cnn" (conv blocks -> Dense -> 10).
+        hidden: MLP hidden layer sizes, or the CNN's dense layer sizes before the output.
+        filters: CNN conv block widths, one strided conv (+ BN) + ReLU per entry; unused by the MLP.
+        dropout: dropout rate before each hidden dense layer's output, in [0, 0.9).
+        batch_norm: batch normalization after each conv / hidden layer.
+    """
+
+    family: Family = "cnn"
+    hidden: tuple[int, ...] = (256,)
+    filters: tuple[int, ...] = DEFAULT_CNN_FILTERS
+    dropout: float = 0.1
+    batch_norm: bool = True
+
+    def __post_init__(self) -> None:
+        if self.family not in ("mlp", "cnn"):
+            raise ValueError(f"family must be 'mlp' or 'cnn', got {self.family!r}.")
+        if any(int(h) < 1 or int(h) > 4096 for h in self.hidden):
+            raise ValueError(f"hidden layer sizes must be between 1 and 4096, got {self.hidden}.")
+        if self.family == "cnn" and not 1 <= len(self.filters) <= 3:
+            raise ValueError(f"a CNN takes 1 to 3 conv blocks, got filters={self.filters}.")
+        if any(int(f) < 1 or int(f) > 512 for f in self.filters):
+            raise ValueError(f"filter counts must be between 1 and 512, got {self.filters}.")
+        if not 0.0 <= self.dropout < 0.9:
+            raise ValueError(f"dropout must be in [0, 0.9), got {self.dropout}.")
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        known = {k: data[k] for k in ("family", "hidden", "filters", "dropout", "batch_norm") if k in data}
+        for key in ("hidden", "filters"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+def default_spec(family: Family) -> ModelSpec:
+    """Sensible defaults per family."""
+    if family == "mlp":
+        return ModelSpec(family="mlp", hidden=DEFAULT_MLP_HIDDEN, filters=(), dropout=0.2, batch_norm=False)
+    return ModelSpec(family="cnn")
+
+
+def build_model(spec: ModelSpec, *, seed: int | None = None):
+    """Build an uncompiled Keras model for (28, 28, 1) float32 inputs in [0, 1] and 10 softmax outputs.
+
+    Args:
+        spec: the architecture.
+        seed: seeds the weight initializers (repeatable runs).
+
+    Returns:
+        ``keras.Model`` named after the family.
+    """
+    import keras
+    from keras import layers
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=(IMAGE_SIZE, IMAGE_SIZE, 1), name="image")
+    x = inputs
+    if spec.family == "cnn":
+        for i, width in enumerate(spec.filters):
+            # Strided convs instead of conv + max-pool: on a 2-core CPU a full-resolution conv and its
+            # pooling cost 3-4x more per epoch for the same accuracy (bench/train_speed.py).
+            # The 5x5 first conv sees a whole stroke width: 28 -> 12 -> 5 -> 2 pixels.
+            x = layers.Conv2D(width, 5 if i == 0 else 3, strides=2, use_bias=not spec.batch_norm,
+                              name=f"conv{i + 1}")(x)
+            if spec.batch_norm:
+                x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn_conv{i + 1}")(x)
+            x = layers.Activation("relu", name=f"relu_conv{i + 1}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for i, units in enumerate(spec.hidden):
+        x = layers.Dense(units, use_bias=not spec.batch_norm, name=f"dense{i + 1}")(x)
+        if spec.batch_norm:
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn_dense{i + 1}")(x)
+        x = layers.Activation("relu", name=f"relu_dense{i + 1}")(x)
+        if spec.dropout > 0:
+            x = layers.Dropout(spec.dropout, name=f"dropout{i + 1}")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=spec.family)
+
+
+def layer_summary(model) -> list[dict]:
+    """One row per layer: name, type, output shape, parameter count (for tables in the app)."""
+    rows = []
+    for layer in model.layers:
+        shape = getattr(layer, "output", None)
+        rows.append({
+            "layer": layer.name,
+            "type": type(layer).__name__,
+            "output shape": str(tuple(shape.shape)) if shape is not None else "",
+            "parameters": int(layer.count_params()),
+        })
+    return rows

@@ -1,0 +1,264 @@
+"""The model store: ``NAME.keras`` + ``NAME.json`` per model in one folder, plus ``active.json``.
+
+Writes are atomic (temporary file in the same folder, then ``os.replace``), and the metadata is
+written last, so a model is listed only once both files are complete: an interrupted save never
+leaves a listed half-written model and never touches an existing one. Models load with
+``safe_mode=True``. A corrupt entry is reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from core import config
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+ACTIVE_FILE = "active.json"
+
+
+class StoreError(RuntimeError):
+    """A model cannot be saved, found or loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A listed model: its name, metadata and files."""
+
+    name: str
+    meta: dict
+    path: Path
+
+    @property
+    def is_default(self) -> bool:
+        return bool(self.meta.get("shipped")) or self.name == config.DEFAULT_MODEL_NAME
+
+
+@dataclass
+class Listing:
+    """Usable models (newest first) and problems found while listing (name -> message)."""
+
+    entries: list[Entry] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.entries]
+
+    def get(self, name: str) -> Entry | None:
+        return next((e for e in self.entries if e.name == name), None)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or name.endswith((".json", ".keras")):
+        raise StoreError(
+            f"Invalid model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit."
+        )
+    return name
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _check_keras_file(path: Path) -> None:
+    """Cheap structural check of a .keras archive (no TensorFlow needed)."""
+    if not path.is_file():
+        raise StoreError(f"{path.name} is missing.")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise StoreError(f"{path.name} is not a valid .keras archive ({exc}).") from exc
+    if "config.json" not in names:
+        raise StoreError(f"{path.name} is not a Keras model archive (no config.json inside).")
+
+
+class ModelStore:
+    """Models in a folder (default: ``config.models_dir()``)."""
+
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root is not None else config.models_dir()
+
+    def keras_path(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}.keras"
+
+    def meta_path(self, name: str) -> Path:
+        return self.root / f"{check_name(name)}.json"
+
+    # --- listing ------------------------------------------------------------------------------
+
+    def list(self) -> Listing:
+        """All complete models, newest first; corrupt or half-written ones go to ``problems``."""
+        listing = Listing()
+        if not self.root.is_dir():
+            return listing
+        for meta_file in sorted(self.root.glob("*.json")):
+            name = meta_file.stem
+            if meta_file.name == ACTIVE_FILE or meta_file.name.startswith("."):
+                continue
+            try:
+                check_name(name)
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+                if not isinstance(meta, dict):
+                    raise StoreError("metadata is not a JSON object")
+                _check_keras_file(self.keras_path(name))
+            except (StoreError, OSError, ValueError) as exc:
+                listing.problems[name] = f"Skipped model {name!r}: {exc}"
+                continue
+            listing.entries.append(Entry(name, meta, self.keras_path(name)))
+        for orphan in self.root.glob("*.keras"):
+            if not orphan.name.startswith(".") and not orphan.with_suffix(".json").exists():
+                listing.problems[orphan.stem] = f"Skipped model {orphan.stem!r}: it has no metadata file."
+        listing.entries.sort(key=lambda e: (str(e.meta.get("created", "")), e.name), reverse=True)
+        return listing
+
+    # --- saving -------------------------------------------------------------------------------
+
+    def new_name(self, family: str) -> str:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        name, i = f"{family}-{stamp}", 1
+        while self.meta_path(name).exists() or self.keras_path(name).exists():
+            i += 1
+            name = f"{family}-{stamp}-{i}"
+        return name
+
+    def save(self, model, meta: dict, name: str | None = None, *, overwrite: bool = False) -> str:
+        """Save ``model`` (without optimizer state) and ``meta`` atomically; returns the name.
+
+        Raises:
+            StoreError: bad name, or the name exists and ``overwrite`` is False.
+        """
+        import keras
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = check_name(name or self.new_name(str(meta.get("family", "model"))))
+        if not overwrite and (self.meta_path(name).exists() or self.keras_path(name).exists()):
+            raise StoreError(f"A model named {name!r} already exists in {self.root}.")
+        # Serve an uncompiled copy: smaller file, no optimizer or schedule objects to deserialize.
+        clean = keras.models.clone_model(model)
+        clean.set_weights(model.get_weights())
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".keras", dir=self.root)
+        os.close(fd)
+        try:
+            clean.save(tmp)
+            _check_keras_file(Path(tmp))
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.keras_path(name))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        meta = {**meta, "name": name, "params": int(model.count_params()),
+                "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "keras_version": keras.__version__}
+        # Metadata last: its presence is what makes the model listed.
+        _atomic_write_bytes(self.meta_path(name), json.dumps(meta, indent=1).encode("utf-8"))
+        self.prune()
+        return name
+
+    def prune(self, keep: int | None = None) -> list[str]:
+        """Remove the oldest user-trained models beyond the cap; the default and the active one stay."""
+        keep = config.max_user_models() if keep is None else keep
+        active = self.active_name(fallback=False)
+        user = [e for e in self.list().entries if not e.is_default and e.name != active]
+        removed = []
+        for entry in user[keep:]:  # newest first, so the tail is the oldest
+            self.delete(entry.name)
+            removed.append(entry.name)
+        return removed
+
+    def delete(self, name: str) -> None:
+        """Remove a model's files (metadata first, so it is never listed half-deleted)."""
+        if name == self.active_name(fallback=False):
+            self.set_active(None)
+        self.meta_path(name).unlink(missing_ok=True)
+        self.keras_path(name).unlink(missing_ok=True)
+
+    def clean_temporaries(self, older_than_s: float = 3600) -> int:
+        """Remove leftovers of interrupted saves (hidden temp files older than ``older_than_s``)."""
+        n = 0
+        for tmp in self.root.glob(".*"):
+            if tmp.is_file() and time.time() - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink(missing_ok=True)
+                n += 1
+        return n
+
+    # --- loading ------------------------------------------------------------------------------
+
+    def load(self, name: str):
+        """Load a model with ``safe_mode=True``.
+
+        Raises:
+            StoreError: unknown name, corrupt file, or unsafe content (e.g. a Lambda layer).
+        """
+        import keras
+
+        path = self.keras_path(name)
+        if not path.is_file():
+            raise StoreError(f"No model named {name!r} in {self.root}.")
+        _check_keras_file(path)
+        try:
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+        except ValueError as exc:
+            if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
+                raise StoreError(
+                    f"Refused to load {name!r}: it contains unsafe content (such as a Lambda layer) that "
+                    "could run arbitrary code. Only plain Keras layers are accepted."
+                ) from exc
+            raise StoreError(f"Cannot load model {name!r}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - any failure inside a corrupt archive
+            raise StoreError(f"Cannot load model {name!r}: the file is corrupt or incompatible ({type(exc).__name__}: {exc}).") from exc
+
+    def meta(self, name: str) -> dict:
+        entry = self.list().get(name)
+        if entry is None:
+            raise StoreError(f"No usable model named {name!r} in {self.root}.")
+        return entry.meta
+
+    # --- the server's default model --------------------------------------------------------------
+
+    def set_active(self, name: str | None) -> None:
+        """Set the server's default model (None clears the choice)."""
+        path = self.root / ACTIVE_FILE
+        if name is None:
+            path.unlink(missing_ok=True)
+            return
+        if self.list().get(name) is None:
+            raise StoreError(f"No usable model named {name!r} in {self.root}; see `python -m core list`.")
+        self.root.mkdir(parents=True, exist_ok=True)
+        _atomic_write_bytes(path, json.dumps({"active": name}).encode("utf-8"))
+
+    def active_name(self, *, fallback: bool = True) -> str | None:
+        """The server's default: ``$DIGITS_ACTIVE_MODEL``, else ``active.json``, else the shipped
+        default, else the newest model (with ``fallback``)."""
+        listing = self.list() if fallback else None
+        for candidate in (os.environ.get(config.ACTIVE_MODEL_ENV), self._active_file()):
+            if candidate and (listing is None or listing.get(candidate)):
+                return candidate
+        if not fallback:
+            return None
+        if listing.get(config.DEFAULT_MODEL_NAME):
+            return config.DEFAULT_MODEL_NAME
+        return listing.entries[0].name if listing.entries else None
+
+    def _active_file(self) -> str | None:
+        try:
+            return json.loads((self.root / ACTIVE_FILE).read_text(encoding="utf-8")).get("active")
+        except (OSError, ValueError, AttributeError):
+            return None

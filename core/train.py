@@ -1,0 +1,417 @@
+"""Training with a UI-agnostic progress hook, and a background job that can be stopped.
+
+``train`` is a plain function: it builds the model, fits it on MNIST with a one-cycle schedule,
+reports progress per batch and per epoch to a hook, honours a stop request after the current
+batch, and evaluates on the 10,000 test images. ``TrainingJob`` runs it on a thread so a server
+stays responsive; it never touches a model that is being served.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Literal
+
+import numpy as np
+
+from core.data import Split, cached_mnist, training_split
+from core.model import ModelSpec, build_model
+
+Schedule = Literal["onecycle", "constant"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run.
+
+    Attributes:
+        spec: the architecture.
+        epochs: passes over the training images, 1..100.
+        batch_size: images per step, 8..4096.
+        learning_rate: the peak learning rate (one-cycle) or the constant one.
+        schedule: "onecycle" (linear warm-up for 25% of the steps, then linear decay to ~0) or "constant".
+        train_size: training images used, validation included (None: all 60,000).
+        val_fraction: share of ``train_size`` held out for validation.
+        augment: random small affine distortions (rotation, scale, shear, shift) of training images.
+        label_smoothing: cross-entropy label smoothing in [0, 0.5).
+        seed: seeds the split, the shuffling, the augmentation and the initial weights.
+    """
+
+    spec: ModelSpec = field(default_factory=ModelSpec)
+    epochs: int = 3
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    schedule: Schedule = "onecycle"
+    train_size: int | None = None
+    val_fraction: float = 0.1
+    augment: bool = False
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= int(self.epochs) <= 100:
+            raise ValueError(f"epochs must be between 1 and 100, got {self.epochs}.")
+        if not 8 <= int(self.batch_size) <= 4096:
+            raise ValueError(f"batch_size must be between 8 and 4096, got {self.batch_size}.")
+        if not 0 < float(self.learning_rate) <= 1.0:
+            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}.")
+        if self.schedule not in ("onecycle", "constant"):
+            raise ValueError(f"schedule must be 'onecycle' or 'constant', got {self.schedule!r}.")
+        if not 0 <= float(self.label_smoothing) < 0.5:
+            raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["spec"] = self.spec.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        data = dict(data)
+        data["spec"] = ModelSpec.from_dict(data.get("spec", {}))
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report. ``kind`` is "batch" (training metrics are running means over the epoch so
+    far) or "epoch" (with validation metrics). Times in seconds; ``eta`` is the estimated time left."""
+
+    kind: Literal["batch", "epoch"]
+    epoch: int  # 1-based
+    epochs: int
+    batch: int  # 1-based, within the epoch
+    batches: int
+    loss: float
+    accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    elapsed: float
+    eta: float
+    learning_rate: float
+
+    @property
+    def fraction(self) -> float:
+        """Share of all steps done, in [0, 1]."""
+        return min(1.0, ((self.epoch - 1) * self.batches + self.batch) / max(1, self.epochs * self.batches))
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. ``history`` holds per-epoch and per-batch lists; ``model`` is the trained
+    Keras model (None if it was stopped before finishing the first batch)."""
+
+    config: TrainConfig
+    model: object | None
+    history: dict
+    test_accuracy: float | None
+    train_seconds: float
+    stopped: bool
+    param_count: int
+    data_sha256: str
+
+
+ProgressHook = Callable[[Progress], None]
+
+
+def one_cycle_lr(step: int, total_steps: int, peak: float, warmup: float = 0.25) -> float:
+    """Linear one-cycle learning rate at ``step`` (0-based): peak/10 -> peak over ``warmup`` of the
+    steps, then down to peak/1000."""
+    total_steps = max(1, total_steps)
+    up = max(1, int(total_steps * warmup))
+    if step < up:
+        return peak * (0.1 + 0.9 * step / up)
+    frac = min(1.0, (step - up) / max(1, total_steps - up))
+    return peak * (1.0 - frac) + peak * 1e-3 * frac
+
+
+def _augment_fn(seed: int):
+    """A tf.data map that distorts a batch of (B, 28, 28, 1) images by random small affine maps:
+    rotation +-10 degrees, scale 0.9..1.1, shear +-0.15, shift +-2 px. One fused op per batch."""
+    import tensorflow as tf
+
+    rng = tf.random.Generator.from_seed(seed)
+
+    def augment(x, y):
+        b = tf.shape(x)[0]
+        angle = rng.uniform([b], -10.0, 10.0) * (math.pi / 180.0)
+        scale = rng.uniform([b], 0.9, 1.1)
+        shear = rng.uniform([b], -0.15, 0.15)
+        tx = rng.uniform([b], -2.0, 2.0)
+        ty = rng.uniform([b], -2.0, 2.0)
+        cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+        # Output->input map about the image centre (13.5, 13.5).
+        a0, a1 = cos, -sin + shear * cos
+        b0, b1 = sin, cos + shear * sin
+        c = 13.5
+        a2 = c - a0 * c - a1 * c - tx
+        b2 = c - b0 * c - b1 * c - ty
+        zeros = tf.zeros_like(a0)
+        transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
+        out = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transforms, output_shape=tf.constant([28, 28]),
+            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+        )
+        return out, y
+
+    return augment
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
+    if augment:
+        ds = ds.map(_augment_fn(seed), num_parallel_calls=1)
+    return ds.prefetch(2)
+
+
+def _make_callback(hook: ProgressHook | None, stop: threading.Event | None, cfg: TrainConfig,
+                   batches: int, lr_of_step: Callable[[int], float], history: dict):
+    import keras
+
+    class _Progress(keras.callbacks.Callback):
+        """Feeds the hook, records history, applies the schedule and honours stop requests."""
+
+        def on_train_begin(self, logs=None):
+            self.t0 = time.perf_counter()
+            self.step = 0
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.model.optimizer.learning_rate.assign(lr_of_step(self.step))
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.step += 1
+            logs = logs or {}
+            elapsed = time.perf_counter() - self.t0
+            total = cfg.epochs * batches
+            eta = elapsed / self.step * (total - self.step)
+            loss, acc = float(logs.get("loss", math.nan)), float(logs.get("accuracy", math.nan))
+            lr = lr_of_step(self.step - 1)
+            history["batch"].append({"step": self.step, "epoch": self.epoch, "loss": loss, "accuracy": acc,
+                                     "elapsed": elapsed, "learning_rate": lr})
+            if hook is not None:
+                hook(Progress("batch", self.epoch, cfg.epochs, batch + 1, batches, loss, acc, None, None,
+                              elapsed, eta, lr))
+            if stop is not None and stop.is_set():
+                self.model.stop_training = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            elapsed = time.perf_counter() - self.t0
+            eta = elapsed / max(1, self.step) * (cfg.epochs * batches - self.step)
+            row = {
+                "epoch": epoch + 1, "step": self.step, "elapsed": elapsed,
+                "loss": float(logs.get("loss", math.nan)), "accuracy": float(logs.get("accuracy", math.nan)),
+                "val_loss": float(logs["val_loss"]) if "val_loss" in logs else None,
+                "val_accuracy": float(logs["val_accuracy"]) if "val_accuracy" in logs else None,
+            }
+            history["epoch"].append(row)
+            if hook is not None:
+                hook(Progress("epoch", epoch + 1, cfg.epochs, batches, batches, row["loss"], row["accuracy"],
+                              row["val_loss"], row["val_accuracy"], elapsed, eta, lr_of_step(self.step - 1)))
+
+    return _Progress()
+
+
+def compile_model(model, cfg: TrainConfig) -> None:
+    """Compile with Adam (beta 0.9/0.99) and sparse cross-entropy; the schedule sets the rate per batch."""
+    import keras
+
+    loss = (keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
+            if cfg.label_smoothing else keras.losses.SparseCategoricalCrossentropy())
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate, beta_1=0.9, beta_2=0.99),
+        loss=loss, metrics=["accuracy"],
+    )
+
+
+def fit(model, split: Split, cfg: TrainConfig, *, hook: ProgressHook | None = None,
+        stop: threading.Event | None = None, epoch_end: Callable[[int, object], None] | None = None) -> dict:
+    """Fit a compiled-or-not ``model`` on ``split`` following ``cfg``; returns the history dict.
+
+    ``epoch_end(epoch, model)`` runs after each epoch (benchmarks evaluate there, off the clock)."""
+    import keras
+    import tensorflow as tf
+
+    compile_model(model, cfg)
+    batches = math.ceil(len(split.x_train) / cfg.batch_size)
+    total = cfg.epochs * batches
+    if cfg.schedule == "onecycle":
+        lr_of_step = lambda s: one_cycle_lr(s, total, cfg.learning_rate)  # noqa: E731
+    else:
+        lr_of_step = lambda s: cfg.learning_rate  # noqa: E731
+    y_train, y_val = split.y_train, split.y_val
+    if cfg.label_smoothing:
+        y_train = np.eye(10, dtype=np.float32)[y_train]
+        y_val = np.eye(10, dtype=np.float32)[y_val]
+    history: dict = {"epoch": [], "batch": []}
+    callbacks = [_make_callback(hook, stop, cfg, batches, lr_of_step, history)]
+    if epoch_end is not None:
+        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: epoch_end(e + 1, model)))
+    train_ds = _dataset(split.x_train, y_train, cfg.batch_size, cfg.seed, cfg.augment)
+    val = (split.x_val, y_val) if len(split.x_val) else None
+    tf.random.set_seed(cfg.seed)
+    model.fit(train_ds, epochs=cfg.epochs, validation_data=val, validation_batch_size=1000,
+              callbacks=callbacks, verbose=0)
+    return history
+
+
+def test_accuracy(model, x_test: np.ndarray, y_test: np.ndarray) -> float:
+    """Share of test images classified right, in [0, 1]."""
+    from core.predict import batch_probabilities
+
+    probs = batch_probabilities(model, x_test)
+    return float(np.mean(np.argmax(probs, axis=1) == y_test))
+
+
+def train(cfg: TrainConfig, *, hook: ProgressHook | None = None, stop: threading.Event | None = None) -> TrainResult:
+    """Train a model on MNIST and evaluate it on the 10,000 test images.
+
+    Args:
+        cfg: hyperparameters.
+        hook: called with a ``Progress`` after every batch and every epoch (on the training thread).
+        stop: when set, training ends cleanly after the current batch; the result has ``stopped=True``
+            and no test accuracy.
+
+    Returns:
+        ``TrainResult``; ``train_seconds`` excludes data loading and the test evaluation.
+    """
+    mnist = cached_mnist()
+    split = training_split(mnist, train_size=cfg.train_size, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    model = build_model(cfg.spec, seed=cfg.seed)
+    t0 = time.perf_counter()
+    history = fit(model, split, cfg, hook=hook, stop=stop)
+    seconds = time.perf_counter() - t0
+    stopped = bool(stop is not None and stop.is_set())
+    acc = None if stopped else test_accuracy(model, split.x_test, split.y_test)
+    return TrainResult(cfg, model, history, acc, seconds, stopped, int(model.count_params()), mnist.sha256)
+
+
+# --- background job --------------------------------------------------------------------------------
+
+JobState = Literal["running", "stopping", "finished", "stopped", "failed"]
+
+
+class TrainingJob:
+    """One training run on a daemon thread. Thread-safe snapshot of its progress for pollers.
+
+    ``on_done(result)`` runs on the job's thread after training (e.g. saving to the store) and may
+    return a dict merged into ``info`` (e.g. the saved model's name).
+    """
+
+    def __init__(self, cfg: TrainConfig, *, owner: str = "", on_done: Callable[[TrainResult], dict | None] | None = None):
+        self.cfg = cfg
+        self.owner = owner
+        self.started_at = time.time()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._last: Progress | None = None
+        self._batches: list[dict] = []
+        self._epochs: list[dict] = []
+        self.state: JobState = "running"
+        self.info: dict = {}
+        self.error: str | None = None
+        self.result: TrainResult | None = None
+        self._on_done = on_done
+        self._thread = threading.Thread(target=self._run, name="training-job", daemon=True)
+
+    def start(self) -> "TrainingJob":
+        self._thread.start()
+        return self
+
+    def _hook(self, p: Progress) -> None:
+        with self._lock:
+            self._last = p
+            if p.kind == "batch":
+                self._batches.append({"step": (p.epoch - 1) * p.batches + p.batch, "epoch": p.epoch,
+                                      "loss": p.loss, "accuracy": p.accuracy})
+            else:
+                self._epochs.append({"epoch": p.epoch, "step": p.epoch * p.batches, "loss": p.loss,
+                                     "accuracy": p.accuracy, "val_loss": p.val_loss, "val_accuracy": p.val_accuracy})
+
+    def _run(self) -> None:
+        try:
+            result = train(self.cfg, hook=self._hook, stop=self._stop)
+            self.result = result
+            extra = self._on_done(result) if self._on_done else None
+            with self._lock:
+                self.info.update(extra or {})
+                self.state = "stopped" if result.stopped else "finished"
+        except Exception as exc:  # noqa: BLE001 - a failed job is reported, never raised into the server
+            with self._lock:
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.info["traceback"] = traceback.format_exc()
+                self.state = "failed"
+
+    def request_stop(self) -> None:
+        """Ask the job to end after the current batch."""
+        with self._lock:
+            if self.state == "running":
+                self.state = "stopping"
+        self._stop.set()
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("finished", "stopped", "failed")
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def snapshot(self) -> dict:
+        """A consistent copy of the job's state for drawing: state, last progress, curves, info."""
+        with self._lock:
+            return {
+                "state": self.state, "owner": self.owner, "config": self.cfg, "progress": self._last,
+                "batches": list(self._batches), "epochs": list(self._epochs), "info": dict(self.info),
+                "error": self.error, "started_at": self.started_at,
+                "test_accuracy": self.result.test_accuracy if self.result else None,
+                "train_seconds": self.result.train_seconds if self.result else None,
+            }
+
+
+# --- from a run to the store -----------------------------------------------------------------------
+
+def _thin(rows: list[dict], limit: int = 400) -> list[dict]:
+    """Keep at most ``limit`` evenly spaced rows (always the last one)."""
+    if len(rows) <= limit:
+        return list(rows)
+    step = len(rows) / limit
+    picked = [rows[int(i * step)] for i in range(limit - 1)]
+    return picked + [rows[-1]]
+
+
+def result_meta(result: TrainResult, *, command: str | None = None) -> dict:
+    """Store metadata for a finished run: family, hyperparameters, metrics, curves, data hash."""
+    from core.model import layer_summary
+
+    meta = {
+        "family": result.config.spec.family,
+        "hyperparameters": result.config.to_dict(),
+        "param_count": result.param_count,
+        "test_accuracy": result.test_accuracy,
+        "train_seconds": round(result.train_seconds, 2),
+        "data_sha256": result.data_sha256,
+        "history": {"epoch": result.history["epoch"], "batch": _thin(result.history["batch"])},
+        "layers": layer_summary(result.model),
+    }
+    if command:
+        meta["command"] = command
+    return meta
+
+
+def save_result(result: TrainResult, store=None, *, name: str | None = None, command: str | None = None) -> str:
+    """Save a finished run's model and metadata to the store (atomically); returns its name."""
+    from core.store import ModelStore
+
+    if result.model is None or result.stopped:
+        raise ValueError("This run was stopped before it finished; there is no model to save.")
+    store = store or ModelStore()
+    return store.save(result.model, result_meta(result, command=command), name=name)
