@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-batch-norm", action="store_true")
     t.add_argument("--epochs", type=int, default=3)
     t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle) or constant rate")
+    t.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (one-cycle) or constant rate")
     t.add_argument("--schedule", choices=["onecycle", "constant"], default="onecycle")
     t.add_argument("--train-size", type=int, help="training images used (default: all 60,000)")
     t.add_argument("--val-fraction", type=float, default=0.1)

@@ -66,7 +66,7 @@ class ModelSpec:
 def default_spec(family: Family) -> ModelSpec:
     """Sensible defaults per family."""
     if family == "mlp":
-        return ModelSpec(family="mlp", hidden=DEFAULT_MLP_HIDDEN, filters=(), dropout=0.2, batch_norm=False)
+        return ModelSpec(family="mlp", hidden=DEFAULT_MLP_HIDDEN, filters=(), dropout=0.2, batch_norm=True)
     return ModelSpec(family="cnn")
 
 

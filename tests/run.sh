@@ -13,4 +13,4 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get install -y -q "${need_apt[@]}"
 fi
 python -m pip install -q -r tests/requirements.txt
-exec python -m pytest "$@"
+exec python -m pytest tests "$@"

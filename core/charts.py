@@ -1,0 +1,206 @@
+"""Plotly figures for the app: pure functions from arrays or rows to a ``go.Figure``.
+
+No Streamlit here; pages call ``st.plotly_chart(fig, width="stretch")`` and tests assert on
+``fig.data``. Colours are shared so every page looks alike: the theme's indigo for the thing that
+matters (the predicted digit, training curves), a muted grey for the rest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.config import IMAGE_SIZE, NUM_CLASSES
+
+PRIMARY = "#4F46E5"  # .streamlit/config.toml primaryColor
+MUTED = "#CBD5E1"
+VALIDATION = "#F59E0B"
+GRID = "#E5E7EB"
+TEXT = "#111827"
+FONT = dict(family="sans-serif", size=13, color=TEXT)
+MARGIN = dict(l=8, r=8, t=36, b=8)
+
+
+def _base_layout(fig: go.Figure, *, height: int, title: str | None = None) -> go.Figure:
+    fig.update_layout(
+        template="plotly_white", height=height, margin=MARGIN, font=FONT,
+        title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
+        showlegend=False, hoverlabel=dict(font_size=12),
+    )
+    return fig
+
+
+def probability_bar(probs: Sequence[float] | np.ndarray, highlight: int | None = None, *,
+                    title: str | None = "Probability of each digit", height: int = 260) -> go.Figure:
+    """Bar chart of the ten class probabilities with one digit highlighted.
+
+    Args:
+        probs: 10 probabilities in [0, 1] (digit 0 first).
+        highlight: the digit drawn in the primary colour; defaults to the most probable one.
+        title: figure title, or None for none.
+        height: figure height in pixels.
+
+    Returns:
+        A figure with one ``go.Bar`` trace: x = "0".."9", y = probabilities, per-bar colours.
+
+    Raises:
+        ValueError: ``probs`` does not hold exactly 10 finite values.
+    """
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if p.shape != (NUM_CLASSES,) or not np.all(np.isfinite(p)):
+        raise ValueError(f"Expected {NUM_CLASSES} finite probabilities, got shape {np.shape(probs)}.")
+    winner = int(np.argmax(p)) if highlight is None else int(highlight)
+    if not 0 <= winner < NUM_CLASSES:
+        raise ValueError(f"highlight must be a digit 0..9, got {highlight}.")
+    colors = [PRIMARY if d == winner else MUTED for d in range(NUM_CLASSES)]
+    fig = go.Figure(go.Bar(
+        x=[str(d) for d in range(NUM_CLASSES)], y=p.tolist(), marker_color=colors,
+        text=[f"{v:.0%}" if v >= 0.005 else "" for v in p], textposition="outside", cliponaxis=False,
+        hovertemplate="digit %{x}: %{y:.2%}<extra></extra>",
+    ))
+    _base_layout(fig, height=height, title=title)
+    fig.update_xaxes(title_text="Digit", type="category", showgrid=False)
+    fig.update_yaxes(title_text="Probability", range=[0, 1.12], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1],
+                     gridcolor=GRID)
+    return fig
+
+
+def _thin(rows: list[dict], limit: int) -> list[dict]:
+    """At most ``limit`` evenly spaced rows, always keeping the last one."""
+    if limit <= 1 or len(rows) <= limit:
+        return list(rows)
+    stride = math.ceil(len(rows) / limit)
+    picked = rows[::stride]
+    return picked if picked[-1] is rows[-1] else picked + [rows[-1]]
+
+
+def _values(rows: list[dict], key: str) -> list[float | None]:
+    out = []
+    for row in rows:
+        v = row.get(key)
+        out.append(None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v))
+    return out
+
+
+def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int = 600,
+                   height: int = 320) -> go.Figure:
+    """Loss and accuracy curves of a training run, side by side.
+
+    Args:
+        batches: per-batch rows ``{"step", "epoch", "loss", "accuracy"}`` (running means over the
+            epoch so far, as ``core.train`` records them); thinned to ``max_points`` for drawing.
+        epochs: per-epoch rows ``{"epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy"}``;
+            ``step`` is the last training step of that epoch.
+        max_points: most per-batch points drawn per curve.
+        height: figure height in pixels.
+
+    Returns:
+        A two-column figure ("Loss", "Accuracy"); x is the training step. Traces, in order:
+        training loss, validation loss, training accuracy, validation accuracy (validation traces
+        only when there are validation values). Dotted vertical lines mark epoch ends.
+    """
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.09)
+    rows = _thin(sorted(batches, key=lambda r: r["step"]), max_points)
+    steps = [int(r["step"]) for r in rows]
+    val_rows = [r for r in epochs if r.get("val_loss") is not None]
+    for col, key, fmt in ((1, "loss", ".4f"), (2, "accuracy", ".2%")):
+        fig.add_trace(go.Scatter(
+            x=steps, y=_values(rows, key), mode="lines", name="Training (per batch)",
+            line=dict(color=PRIMARY, width=2), legendgroup="train", showlegend=col == 1,
+            hovertemplate=f"step %{{x}}<br>training {key} %{{y:{fmt}}}<extra></extra>",
+        ), row=1, col=col)
+        if val_rows:
+            fig.add_trace(go.Scatter(
+                x=[int(r["step"]) for r in val_rows], y=_values(val_rows, f"val_{key}"), mode="lines+markers",
+                name="Validation (per epoch)", line=dict(color=VALIDATION, width=2, dash="dot"),
+                marker=dict(size=9, color=VALIDATION, line=dict(color="white", width=1.5)),
+                legendgroup="val", showlegend=col == 1,
+                hovertemplate=f"epoch %{{customdata}}<br>validation {key} %{{y:{fmt}}}<extra></extra>",
+                customdata=[int(r["epoch"]) for r in val_rows],
+            ), row=1, col=col)
+    last_step = steps[-1] if steps else 0
+    for r in epochs:
+        if 0 < int(r["step"]) < last_step:
+            fig.add_vline(x=int(r["step"]), line=dict(color="#9CA3AF", width=1, dash="dot"), row=1, col="all")
+    _base_layout(fig, height=height)
+    fig.update_layout(
+        showlegend=True, margin=dict(l=8, r=8, t=56, b=8),
+        legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
+    )
+    fig.update_annotations(font=dict(size=14))
+    fig.update_xaxes(title_text="Training step (batch)", gridcolor=GRID, rangemode="tozero")
+    fig.update_yaxes(gridcolor=GRID)
+    fig.update_yaxes(title_text="Cross-entropy", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="Accuracy", tickformat=".0%", row=1, col=2)
+    return fig
+
+
+def class_distribution(counts: Sequence[int] | np.ndarray, *, title: str | None = "Images per digit",
+                       height: int = 280) -> go.Figure:
+    """Bar chart of how many images there are of each digit.
+
+    Args:
+        counts: 10 non-negative counts (digit 0 first).
+
+    Raises:
+        ValueError: not exactly 10 counts.
+    """
+    c = np.asarray(counts).reshape(-1)
+    if c.shape != (NUM_CLASSES,):
+        raise ValueError(f"Expected {NUM_CLASSES} counts, got shape {np.shape(counts)}.")
+    total = max(1, int(c.sum()))
+    fig = go.Figure(go.Bar(
+        x=[str(d) for d in range(NUM_CLASSES)], y=c.astype(int).tolist(), marker_color=PRIMARY,
+        text=[f"{int(v):,}" for v in c], textposition="outside", cliponaxis=False,
+        customdata=[v / total for v in c],
+        hovertemplate="digit %{x}: %{y:,} images (%{customdata:.1%})<extra></extra>",
+    ))
+    _base_layout(fig, height=height, title=title)
+    fig.update_xaxes(title_text="Digit", type="category", showgrid=False)
+    fig.update_yaxes(title_text="Images", gridcolor=GRID, range=[0, float(c.max()) * 1.15 if c.max() else 1])
+    return fig
+
+
+def digit_grid(images: np.ndarray, labels: Sequence[int] | np.ndarray, *, columns: int = 10,
+               tile_px: int = 64) -> go.Figure:
+    """A grid of MNIST digits, each titled with its label.
+
+    Args:
+        images: uint8 (N, 28, 28) in 0..255 or float (N, 28, 28) in [0, 1], white ink on black.
+        labels: N labels, shown above the tiles.
+        columns: tiles per row.
+        tile_px: approximate height of one tile row, in pixels.
+
+    Returns:
+        A figure with one ``go.Image`` trace per digit, subplot titles "label".
+
+    Raises:
+        ValueError: images are not (N, 28, 28), or the label count differs.
+    """
+    x = np.asarray(images)
+    if x.ndim != 3 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"Expected images of shape (N, 28, 28), got {x.shape}.")
+    y = [int(v) for v in np.asarray(labels).reshape(-1)]
+    if len(y) != len(x):
+        raise ValueError(f"Got {len(x)} images but {len(y)} labels.")
+    if x.dtype != np.uint8:
+        x = np.clip(np.rint(x.astype(np.float32) * 255), 0, 255).astype(np.uint8)
+    n = len(x)
+    columns = max(1, min(columns, n)) if n else 1
+    rows = max(1, math.ceil(n / columns))
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[str(v) for v in y],
+                        horizontal_spacing=0.012, vertical_spacing=0.08 / rows if rows > 1 else 0.0)
+    for i, (img, label) in enumerate(zip(x, y)):
+        rgb = np.repeat(img[..., None], 3, axis=2)
+        fig.add_trace(go.Image(z=rgb, hovertemplate=f"label {label}<extra></extra>"),
+                      row=i // columns + 1, col=i % columns + 1)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    fig.update_annotations(font=dict(size=13, color=TEXT), yshift=-4)
+    _base_layout(fig, height=rows * tile_px + 40)
+    fig.update_layout(margin=dict(l=4, r=4, t=24, b=4))
+    return fig

@@ -1,0 +1,140 @@
+"""The model store: save, list, load, activate, atomic saves, corrupt and unsafe files."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from core import config
+from core.model import ModelSpec, build_model
+from core.store import ModelStore, StoreError
+
+TINY = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
+    return ModelStore(tmp_path / "models")
+
+
+def _save(store, name, seed=0, **meta):
+    model = build_model(TINY, seed=seed)
+    return store.save(model, {"family": "mlp", "test_accuracy": 0.5, **meta}, name=name), model
+
+
+def test_save_list_load_roundtrip(store):
+    name, model = _save(store, "first", created="2026-01-01T00:00:00+00:00")
+    assert store.list().names() == ["first"]
+    meta = store.meta("first")
+    assert meta["params"] == model.count_params() and meta["family"] == "mlp" and "keras_version" in meta
+    loaded = store.load("first")
+    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5)
+    # Newest first.
+    _save(store, "second", created="2026-02-01T00:00:00+00:00")
+    assert store.list().names() == ["second", "first"]
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_names_are_checked_and_never_overwritten(store):
+    _save(store, "m1")
+    with pytest.raises(StoreError, match="already exists"):
+        _save(store, "m1")
+    for bad in ("../evil", "a/b", "", ".hidden", "x" * 200):
+        with pytest.raises(StoreError, match="Invalid model name"):
+            store.keras_path(bad)
+
+
+def test_activate_and_fallbacks(store, monkeypatch):
+    assert store.active_name() is None
+    _save(store, "a", created="2026-01-01T00:00:00+00:00")
+    _save(store, "b", created="2026-02-01T00:00:00+00:00")
+    assert store.active_name() == "b"  # newest when nothing is chosen
+    store.set_active("a")
+    assert store.active_name() == "a"
+    monkeypatch.setenv(config.ACTIVE_MODEL_ENV, "b")
+    assert store.active_name() == "b"  # the operator's environment variable wins
+    monkeypatch.setenv(config.ACTIVE_MODEL_ENV, "missing")
+    assert store.active_name() == "a"  # an unknown name is ignored
+    with pytest.raises(StoreError, match="No usable model"):
+        store.set_active("nope")
+
+
+def test_interrupted_save_leaves_previous_model_loadable(store, monkeypatch):
+    _save(store, "good")
+    store.set_active("good")
+    import keras
+
+    def boom(self, *args, **kwargs):
+        # Simulate a crash midway through writing the archive.
+        with open(args[0], "wb") as fh:
+            fh.write(b"PK\x03\x04 half")
+        raise KeyboardInterrupt("killed while saving")
+
+    monkeypatch.setattr(keras.Model, "save", boom)
+    with pytest.raises(KeyboardInterrupt):
+        _save(store, "half")
+    monkeypatch.undo()
+    listing = store.list()
+    assert listing.names() == ["good"] and not listing.problems
+    assert store.active_name() == "good"
+    assert store.load("good") is not None
+    assert not list(store.root.glob(".*")), "temporary file removed"
+
+
+def test_crash_between_model_and_metadata_is_not_listed(store):
+    _save(store, "good")
+    # A .keras without metadata (the process died before writing the JSON).
+    (store.root / "orphan.keras").write_bytes(store.keras_path("good").read_bytes())
+    listing = store.list()
+    assert listing.names() == ["good"] and "orphan" in listing.problems
+
+
+def test_corrupt_files_are_reported_and_skipped(store):
+    _save(store, "good")
+    _save(store, "badzip")
+    store.keras_path("badzip").write_bytes(b"not a zip at all")
+    _save(store, "badjson")
+    store.meta_path("badjson").write_text("{ truncated", encoding="utf-8")
+    listing = store.list()
+    assert listing.names() == ["good"]
+    assert set(listing.problems) == {"badzip", "badjson"}
+    assert "not a valid .keras archive" in listing.problems["badzip"]
+    with pytest.raises(StoreError, match="not a valid .keras archive"):
+        store.load("badzip")
+
+
+def test_corrupt_weights_inside_valid_zip_fail_cleanly(store):
+    _save(store, "broken")
+    path = store.keras_path("broken")
+    with zipfile.ZipFile(path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    with zipfile.ZipFile(path, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data[: len(data) // 3] if n.endswith(".h5") else data)
+    with pytest.raises(StoreError, match="Cannot load model 'broken'"):
+        store.load("broken")
+
+
+def test_lambda_layer_is_refused_in_safe_mode(store):
+    import keras
+
+    inp = keras.Input((28, 28, 1))
+    out = keras.layers.Dense(10)(keras.layers.Flatten()(keras.layers.Lambda(lambda t: t * 2)(inp)))
+    evil = keras.Model(inp, out)
+    store.root.mkdir(parents=True, exist_ok=True)
+    evil.save(store.keras_path("evil"))
+    store.meta_path("evil").write_text(json.dumps({"family": "cnn"}), encoding="utf-8")
+    with pytest.raises(StoreError, match="unsafe content"):
+        store.load("evil")
+
+
+def test_cap_on_user_models_removes_oldest_but_keeps_default(store, monkeypatch):
+    monkeypatch.setenv(config.MAX_USER_MODELS_ENV, "2")
+    _save(store, config.DEFAULT_MODEL_NAME, created="2020-01-01T00:00:00+00:00", shipped=True)
+    for i in range(4):
+        _save(store, f"user{i}", created=f"2026-0{i + 1}-01T00:00:00+00:00")
+    assert store.list().names() == ["user3", "user2", config.DEFAULT_MODEL_NAME]
