@@ -31,20 +31,22 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on MNIST and save it to the store")
-    t.add_argument("--family", choices=["mlp", "cnn"], default="cnn")
+    t.add_argument("--recipe", choices=["fast", "default"],
+                   help="start from a named recipe (core.train.RECIPES); the options below override it")
+    t.add_argument("--family", choices=["mlp", "cnn"])
     t.add_argument("--hidden", type=_ints, help="hidden (MLP) or dense (CNN) layer sizes, e.g. 256,128")
     t.add_argument("--filters", type=_ints, help="CNN conv widths, e.g. 32,64")
     t.add_argument("--dropout", type=float)
     t.add_argument("--no-batch-norm", action="store_true")
-    t.add_argument("--epochs", type=int, default=3)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-2, help="peak learning rate (one-cycle) or constant rate")
-    t.add_argument("--schedule", choices=["onecycle", "constant"], default="onecycle")
+    t.add_argument("--epochs", type=int, help="default 3")
+    t.add_argument("--batch-size", type=int, help="default 128")
+    t.add_argument("--lr", type=float, help="peak learning rate (one-cycle) or constant rate; default 0.01")
+    t.add_argument("--schedule", choices=["onecycle", "constant"])
     t.add_argument("--train-size", type=int, help="training images used (default: all 60,000)")
-    t.add_argument("--val-fraction", type=float, default=0.1)
+    t.add_argument("--val-fraction", type=float, help="default 0.1")
     t.add_argument("--augment", action="store_true", help="random small rotations, scalings, shears and shifts")
-    t.add_argument("--label-smoothing", type=float, default=0.0)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--label-smoothing", type=float)
+    t.add_argument("--seed", type=int)
     t.add_argument("--name", help="store name (default: FAMILY-TIMESTAMP)")
     t.add_argument("--shipped", action="store_true", help="mark as the shipped default model")
     t.add_argument("--activate", action="store_true", help="make it the server's default model")
@@ -70,22 +72,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def train_config(args) -> "TrainConfig":
+    """The run's configuration: a recipe (or the family's defaults) with the given options on top."""
+    from dataclasses import replace
+
+    from core.model import default_spec
+    from core.train import RECIPES, TrainConfig
+
+    if args.recipe:
+        base = RECIPES[args.recipe]
+        if args.family and args.family != base.spec.family:
+            base = replace(base, spec=default_spec(args.family))
+    else:
+        base = TrainConfig(spec=default_spec(args.family or "cnn"))
+    spec_changes = {k: v for k, v in {"family": args.family, "hidden": args.hidden, "filters": args.filters,
+                                      "dropout": args.dropout}.items() if v is not None}
+    if args.no_batch_norm:
+        spec_changes["batch_norm"] = False
+    changes = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+                                 "schedule": args.schedule, "train_size": args.train_size,
+                                 "val_fraction": args.val_fraction, "label_smoothing": args.label_smoothing,
+                                 "seed": args.seed}.items() if v is not None}
+    if args.augment:
+        changes["augment"] = True
+    return replace(base, spec=replace(base.spec, **spec_changes), **changes)
+
+
 def cmd_train(args) -> int:
-    from core.model import ModelSpec, default_spec
-    from core.train import TrainConfig, save_result, train
+    from core.train import save_result, train
     from core.store import ModelStore
 
-    base = default_spec(args.family)
-    spec = ModelSpec(
-        family=args.family,
-        hidden=args.hidden if args.hidden is not None else base.hidden,
-        filters=args.filters if args.filters is not None else base.filters,
-        dropout=args.dropout if args.dropout is not None else base.dropout,
-        batch_norm=base.batch_norm and not args.no_batch_norm,
-    )
-    cfg = TrainConfig(spec=spec, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                      schedule=args.schedule, train_size=args.train_size, val_fraction=args.val_fraction,
-                      augment=args.augment, label_smoothing=args.label_smoothing, seed=args.seed)
+    cfg = train_config(args)
     last = {"t": -1.0}
 
     def hook(p):
@@ -101,12 +118,7 @@ def cmd_train(args) -> int:
     _log(f"test accuracy {result.test_accuracy:.4f} in {result.train_seconds:.1f}s of training")
     command = "python -m core " + shlex.join(sys.argv[1:])
     store = ModelStore()
-    name = save_result(result, store, name=args.name, command=command)
-    if args.shipped:
-        import json as _json
-        meta = store.meta(name)
-        meta["shipped"] = True
-        store.meta_path(name).write_text(_json.dumps(meta, indent=1), encoding="utf-8")
+    name = save_result(result, store, name=args.name, command=command, shipped=args.shipped)
     if args.activate:
         store.set_active(name)
     print(json.dumps({"model": name, "test_accuracy": result.test_accuracy,

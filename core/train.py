@@ -398,7 +398,7 @@ def _thin(rows: list[dict], limit: int = 400) -> list[dict]:
     return picked + [rows[-1]]
 
 
-def result_meta(result: TrainResult, *, command: str | None = None) -> dict:
+def result_meta(result: TrainResult, *, command: str | None = None, shipped: bool = False) -> dict:
     """Store metadata for a finished run: family, hyperparameters, metrics, curves, data hash."""
     from core.model import layer_summary
 
@@ -414,14 +414,17 @@ def result_meta(result: TrainResult, *, command: str | None = None) -> dict:
     }
     if command:
         meta["command"] = command
+    if shipped:
+        meta["shipped"] = True
     return meta
 
 
-def save_result(result: TrainResult, store=None, *, name: str | None = None, command: str | None = None) -> str:
+def save_result(result: TrainResult, store=None, *, name: str | None = None, command: str | None = None,
+                shipped: bool = False) -> str:
     """Save a finished run's model and metadata to the store (atomically); returns its name."""
     from core.store import ModelStore
 
     if result.model is None or result.stopped:
         raise ValueError("This run was stopped before it finished; there is no model to save.")
     store = store or ModelStore()
-    return store.save(result.model, result_meta(result, command=command), name=name)
+    return store.save(result.model, result_meta(result, command=command, shipped=shipped), name=name)
