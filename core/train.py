@@ -80,8 +80,9 @@ class TrainConfig:
 RECIPES: dict[str, TrainConfig] = {
     "fast": TrainConfig(spec=ModelSpec(family="cnn", filters=(24, 32), hidden=(256,), dropout=0.0),
                         epochs=2, batch_size=256, learning_rate=1e-2, val_fraction=0.0),
-    "default": TrainConfig(spec=ModelSpec(family="cnn", filters=(32, 64), hidden=(256,), dropout=0.2),
-                           epochs=8, batch_size=256, learning_rate=1e-2, val_fraction=0.05, augment=True),
+    "default": TrainConfig(spec=ModelSpec(family="cnn", filters=(32, 64, 128), hidden=(256,), dropout=0.2),
+                           epochs=15, batch_size=256, learning_rate=1e-2, val_fraction=0.05, augment=True,
+                           label_smoothing=0.1),
 }
 
 
