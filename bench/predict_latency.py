@@ -1,0 +1,155 @@
+"""Prediction latency of the project's path against ``model.predict``, in the same run.
+
+Measures, on the shipped model (``default-cnn``, else the store's active model):
+
+- a canvas drawing, the (280, 280, 4) uint8 RGBA array the Draw page gets, through
+  ``Predictor.read`` (preprocessing + compiled model call): p50 and p95;
+- the split of that: preprocessing only (``preprocess.to_mnist``) and the model call only
+  (``Predictor.predict_input`` on the preprocessed 28x28);
+- the reference: ``model.predict(x, verbose=0)`` on the same model and the same preprocessed input;
+- one PNG upload given as bytes (decoding included) through ``Predictor.read``;
+- a batch of 100 PNG uploads of different digits through ``Predictor.read_many``.
+
+All series are measured in interleaved rounds, so a change in the load of the shared machine
+hits every series alike. Run: ``python bench/predict_latency.py``. The last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (blas_threads, canvas_rgba, emit_json, load_1min, machine_line, pct,  # noqa: E402
+                          say, time_ms, upload_png)
+
+import numpy as np  # noqa: E402
+
+GOAL_P50_MS = 1.5
+GOAL_SPEEDUP = 30.0
+GOAL_BATCH100_MS = 500.0  # "well under a second": at most half of one
+CANVAS_DIGIT_INDEX = 0  # MNIST test image 0, a 7
+
+
+def load_model(name: str | None):
+    """(model, name, how): the named model, else default-cnn, else the active one, else a quick fit."""
+    from core import config
+    from core.store import ModelStore
+
+    store = ModelStore()
+    listing = store.list()
+    for problem in listing.problems.values():
+        say(f"note: {problem}")
+    chosen = name or (config.DEFAULT_MODEL_NAME if listing.get(config.DEFAULT_MODEL_NAME) else store.active_name())
+    if chosen:
+        return store.load(chosen), chosen, f"from the store {store.root}"
+    from core.train import RECIPES, train
+
+    cfg = replace(RECIPES["fast"], epochs=1, train_size=20000)
+    say(f"note: the model store ({store.root}) is empty; fitting a small model in-process instead "
+        f"(recipe 'fast', 1 epoch on 20,000 images). Latency depends on the architecture, not the weights.")
+    result = train(cfg)
+    say(f"      fitted in {result.train_seconds:.1f} s, test accuracy {result.test_accuracy:.4f}")
+    return result.model, "in-process-fast-cnn", "fitted in-process: the store is empty"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="store name of the model to time (default: default-cnn, else the active one)")
+    parser.add_argument("--calls", type=int, default=300, help="timed canvas calls (default 300); "
+                        "model.predict gets a tenth of them, uploads a third, batches a thirtieth")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds the calls are spread over")
+    args = parser.parse_args(argv)
+    rounds = max(1, args.rounds)
+    per_round = max(1, args.calls // rounds)
+
+    from core import preprocess
+    from core.data import cached_mnist
+    from core.predict import Predictor
+
+    say(machine_line())
+    model, name, how = load_model(args.model)
+    say(f"model: {name} ({how}), {model.count_params():,} parameters")
+    predictor = Predictor(model, name=name)
+
+    mnist = cached_mnist()
+    canvas = canvas_rgba(mnist.x_test[CANVAS_DIGIT_INDEX])
+    canvas_label = int(mnist.y_test[CANVAS_DIGIT_INDEX])
+    upload = upload_png(mnist.x_test[1])
+    upload_label = int(mnist.y_test[1])
+    batch = [upload_png(d) for d in mnist.x_test[:100]]
+    batch_labels = mnist.y_test[:100]
+    x28 = preprocess.to_mnist(canvas)
+    x_predict = x28[None, :, :, None].astype(np.float32)
+
+    # Sanity: every path gives the same answer on the same input.
+    read = predictor.read(canvas)
+    ref_probs = np.asarray(model.predict(x_predict, verbose=0))[0]
+    say(f"canvas (280x280 RGBA, a {canvas_label}): read -> {read.digit} ({read.confidence:.3f}); "
+        f"model.predict -> {int(np.argmax(ref_probs))}; max |prob diff| {np.abs(read.probabilities - ref_probs).max():.1e}")
+    up = predictor.read(upload)
+    say(f"upload (200x200 PNG, {len(upload):,} bytes, a {upload_label}): read -> {up.digit} ({up.confidence:.3f})")
+    answers = predictor.read_many(batch)
+    right = sum(1 for a, y in zip(answers, batch_labels) if getattr(a, "digit", None) == int(y))
+    say(f"batch of 100 uploads: {right}/100 read right")
+
+    series = {
+        "read": lambda: predictor.read(canvas),
+        "preprocess": lambda: preprocess.to_mnist(canvas),
+        "model": lambda: predictor.predict_input(x28),
+        "predict": lambda: model.predict(x_predict, verbose=0),
+        "upload": lambda: predictor.read(upload),
+        "batch100": lambda: predictor.read_many(batch),
+    }
+    calls = {
+        "read": per_round, "preprocess": per_round, "model": per_round,
+        "predict": max(1, per_round // 10), "upload": max(1, per_round // 3), "batch100": max(1, per_round // 30),
+    }
+    say(f"warming up, then {rounds} interleaved rounds of " + ", ".join(f"{calls[k]} {k}" for k in series)
+        + f" (load {load_1min()})")
+    for key, fn in series.items():
+        time_ms(fn, 3 if key in ("predict", "batch100") else 20)
+    times: dict[str, list[float]] = {key: [] for key in series}
+    for _ in range(rounds):
+        for key, fn in series.items():
+            times[key] += time_ms(fn, calls[key])
+
+    p50, p95 = pct(times["read"], 50), pct(times["read"], 95)
+    pre50, model50 = pct(times["preprocess"], 50), pct(times["model"], 50)
+    predict50, predict95 = pct(times["predict"], 50), pct(times["predict"], 95)
+    upload50, batch50 = pct(times["upload"], 50), pct(times["batch100"], 50)
+    speedup = predict50 / p50
+
+    def goal(ok: bool) -> str:
+        return "met" if ok else "NOT MET"
+
+    say("")
+    say(f"canvas -> digit (Predictor.read)   p50 {p50:7.3f} ms   p95 {p95:7.3f} ms   n={len(times['read'])}"
+        f"   goal p50 <= {GOAL_P50_MS} ms: {goal(p50 <= GOAL_P50_MS)}")
+    say(f"  preprocessing only (to_mnist)    p50 {pre50:7.3f} ms   p95 {pct(times['preprocess'], 95):7.3f} ms")
+    say(f"  model call only (predict_input)  p50 {model50:7.3f} ms   p95 {pct(times['model'], 95):7.3f} ms")
+    say(f"model.predict(x, verbose=0)        p50 {predict50:7.3f} ms   p95 {predict95:7.3f} ms   n={len(times['predict'])}")
+    say(f"speedup (model.predict p50 / read p50) {speedup:.1f}x   goal >= {GOAL_SPEEDUP:.0f}x: {goal(speedup >= GOAL_SPEEDUP)}")
+    say(f"PNG upload bytes -> digit          p50 {upload50:7.3f} ms   p95 {pct(times['upload'], 95):7.3f} ms   n={len(times['upload'])}")
+    say(f"batch of 100 PNG uploads (read_many) p50 {batch50:7.1f} ms ({batch50 / 100:.2f} ms/image)   n={len(times['batch100'])}"
+        f"   goal <= {GOAL_BATCH100_MS:.0f} ms (well under 1 s): {goal(batch50 <= GOAL_BATCH100_MS)}")
+    say(f"(load average now {load_1min()}; on a shared CPU compare the ratios, not the absolute ms)")
+
+    emit_json({
+        "p50_ms": p50, "p95_ms": p95, "predict_p50_ms": predict50, "speedup": speedup,
+        "upload_p50_ms": upload50, "batch100_ms": batch50,
+        "preprocess_p50_ms": pre50, "model_p50_ms": model50,
+        "goals_met": {"p50": p50 <= GOAL_P50_MS, "speedup": speedup >= GOAL_SPEEDUP,
+                      "batch100": batch50 <= GOAL_BATCH100_MS},
+        "model": name, "model_from_store": not how.startswith("fitted"),
+        "openblas_threads": blas_threads(), "calls": len(times["read"]), "predict_calls": len(times["predict"]),
+        "load_1min": load_1min(),
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
