@@ -68,7 +68,7 @@ _STROKE_SCALE = 4
 SEGMENT_THRESHOLD = 0.2
 MERGE_OVERLAP = 0.5  # pieces overlapping this much in x (of the narrower) are one digit
 MERGE_MAX_HEIGHT = 0.85  # ...unless both are nearly full height (two digits side by side)
-WIDE_RATIO = 1.3  # a component this much wider than tall is split (touching digits)
+WIDE_RATIO = 1.25  # a component this much wider than the line is tall is split (touching digits)
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _FORMATS_HINT = "Upload a PNG, JPEG, BMP, GIF, WebP or TIFF."
@@ -301,11 +301,15 @@ def _limit_side(image: Image.Image, max_side: int) -> Image.Image:
 
 def _as_pixels(source: object, max_side: int) -> tuple[np.ndarray, float]:
     """Raw pixels ``(rows, cols[, channels])`` of any supported source, and their full scale."""
+    if int(max_side) < IMAGE_SIZE:
+        raise ValueError(f"max_side must be at least {IMAGE_SIZE} pixels, got {max_side}.")
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = decode_image(source, max_side=max_side)
     if isinstance(source, Image.Image):
         try:
             image = _limit_side(_standard_mode(source), max_side)
+            if image.mode in ("RGB", "RGBA"):  # Pillow's luma (ITU-R 601) in C, as `_planes` computes
+                image = image.convert("L" if image.mode == "RGB" else "LA")
             pixels = np.asarray(image)
         except Exception as exc:
             raise ImageReadError(f"This image cannot be read ({exc}). {_FORMATS_HINT}") from exc
@@ -348,9 +352,9 @@ def _full_scale(pixels: np.ndarray) -> float:
     kind = pixels.dtype.kind
     if kind == "b":
         return 1.0
-    if pixels.dtype == np.uint8:
+    if kind == "u" and pixels.dtype.itemsize == 1:
         return 255.0
-    if pixels.dtype == np.uint16:
+    if kind == "u" and pixels.dtype.itemsize == 2:  # 16-bit, whatever its byte order
         return 65535.0
     low, high = float(pixels.min()), float(pixels.max())
     if kind == "f":
@@ -370,18 +374,36 @@ def _full_scale(pixels: np.ndarray) -> float:
     )
 
 
-def _block_mean(values: np.ndarray, factor: int) -> np.ndarray:
-    """Average ``factor x factor`` blocks of a (rows, cols[, c]) array (edges padded by replication)."""
+def _block_mean(values: np.ndarray, factor: int, pad: str | None = "edge") -> np.ndarray:
+    """Average ``factor x factor`` blocks of a (rows, cols[, c]) array.
+
+    Partial blocks at the bottom and right are padded with `np.pad` mode `pad` ("edge" for
+    images, "constant" (zeros) for ink maps), or dropped when `pad` is None and the array holds
+    at least one whole block (for statistics, where the last few pixels do not matter).
+    """
     if factor <= 1:
         return values
     rows, cols = values.shape[:2]
+    if pad is None and rows >= factor and cols >= factor:
+        values = values[: rows - rows % factor, : cols - cols % factor]
+        rows, cols = values.shape[:2]
     pad_rows, pad_cols = (-rows) % factor, (-cols) % factor
     if pad_rows or pad_cols:
-        pad = [(0, pad_rows), (0, pad_cols)] + [(0, 0)] * (values.ndim - 2)
-        values = np.pad(values, pad, mode="edge")
+        widths = [(0, pad_rows), (0, pad_cols)] + [(0, 0)] * (values.ndim - 2)
+        values = np.pad(values, widths, mode=pad or "edge")
     rows, cols = values.shape[:2]
-    shaped = values.reshape(rows // factor, factor, cols // factor, factor, *values.shape[2:])
-    return shaped.mean(axis=(1, 3), dtype=np.float32)
+    if factor <= 4:  # a few strided sums beat numpy's reduction over short inner axes
+        total = values[::factor, ::factor].astype(np.float32)
+        for i in range(factor):
+            for j in range(factor):
+                if i or j:
+                    total += values[i::factor, j::factor]
+    else:
+        rest = values.shape[2:]
+        total = values.reshape(rows // factor, factor, cols, *rest).sum(axis=1, dtype=np.float32)
+        total = total.reshape(rows // factor, cols // factor, factor, *rest).sum(axis=2)
+    total *= np.float32(1.0 / (factor * factor))
+    return total
 
 
 def _planes(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
@@ -398,17 +420,25 @@ def _planes(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray | 
     return grey, alpha
 
 
-def _rgba8_planes(pixels: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """`_planes` for uint8 RGBA, skipping work for grey strokes and opaque images (the canvas).
+def _rgba8_planes(pixels: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray | float, np.ndarray | None]:
+    """`_planes` for uint8 RGBA, skipping work for one-colour strokes and opaque images (the canvas).
 
     Args:
         pixels: uint8 (rows, cols, 4) RGBA.
         keys: the same pixels viewed as little-endian uint32 (alpha in the top byte).
+
+    Returns:
+        (grey, alpha) as `_planes`, except that grey is a float when all pixels share one colour.
     """
     inv = np.float32(1.0 / 255.0)
     alpha = None if bool((keys >= 0xFF000000).all()) else pixels[:, :, 3].astype(np.float32) * inv
-    red = keys & 0xFF
-    if bool(((keys & 0xFFFFFF) == red * 0x010101).all()):  # R == G == B: grey is any channel
+    colour = keys & 0xFFFFFF
+    first = int(colour.flat[0])
+    if bool((colour == first).all()):  # one stroke colour, ink only in alpha (canvas default)
+        red, green, blue = first & 0xFF, (first >> 8) & 0xFF, first >> 16
+        return (0.299 * red + 0.587 * green + 0.114 * blue) / 255.0, alpha
+    red = colour & 0xFF
+    if bool((colour == red * 0x010101).all()):  # R == G == B: grey is any channel
         return red.astype(np.float32) * inv, alpha
     return _planes(pixels[:, :, :3], 255.0)[0], alpha
 
@@ -470,7 +500,7 @@ def _ink_region(source: object, max_side: int) -> tuple[np.ndarray, tuple[int, i
         return fast[0], fast[1], shape
     grey, alpha = _planes(pixels, scale)
     if alpha is not None and float(alpha.min()) < 1.0:
-        backdrop = _backdrop(float(np.dot(grey.ravel(), alpha.ravel())), float(alpha.sum()))
+        backdrop = _backdrop(float((grey * alpha).sum()), float(alpha.sum()))
         if backdrop is None:
             return np.zeros(shape, np.float32), (0, 0), shape
         grey = grey * alpha + np.float32(backdrop) * (1.0 - alpha)
@@ -493,26 +523,23 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
     is converted to floating point. Returns None when the border is not uniform.
     """
     keys = _pixel_keys(pixels)
-    edges = (slice(0, 1), slice(-1, None))
-    if keys is not None:
-        bg = keys[0, 0]
-        for edge in edges:
-            if (keys[edge, :] != bg).any() or (keys[:, edge] != bg).any():
-                return None
-        differs = keys != bg
+    if keys is None:  # compare whole pixels instead
+        keys, bg = pixels, pixels[0, 0]
     else:
-        bg_pixel = pixels[0, 0]
-        for edge in edges:
-            if (pixels[edge, :] != bg_pixel).any() or (pixels[:, edge] != bg_pixel).any():
-                return None
-        differs = (pixels != bg_pixel).any(axis=2)
+        bg = keys[0, 0]
+    border = np.concatenate([keys[0], keys[-1], keys[:, 0], keys[:, -1]])
+    if (border != bg).any():
+        return None
+    differs = keys != bg
+    if differs.ndim == 3:
+        differs = differs.any(axis=2)
     rows_hit = np.flatnonzero(differs.any(axis=1))
     if rows_hit.size == 0:
         return np.zeros((0, 0), np.float32), (0, 0)
     top, bottom = int(rows_hit[0]), int(rows_hit[-1]) + 1
     cols_hit = np.flatnonzero(differs[top:bottom].any(axis=0))
     left, right = int(cols_hit[0]), int(cols_hit[-1]) + 1
-    if keys is not None and pixels.ndim == 3 and _LITTLE_ENDIAN:
+    if keys.ndim == 2 and pixels.ndim == 3 and _LITTLE_ENDIAN:
         grey, alpha = _rgba8_planes(pixels[top:bottom, left:right], keys[top:bottom, left:right])
     else:
         grey, alpha = _planes(pixels[top:bottom, left:right], scale)
@@ -521,18 +548,24 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
     bg_a = 1.0 if bg_alpha is None else float(bg_alpha[0, 0])
     if alpha is not None or bg_a < 1.0:
         if alpha is None:
-            alpha = np.ones_like(grey)
+            alpha = np.ones(np.shape(grey), np.float32)
         # The pixels outside the box all equal the border pixel: add them in analytically.
-        outside = pixels.shape[0] * pixels.shape[1] - grey.size
-        backdrop = _backdrop(
-            float(np.dot(grey.ravel(), alpha.ravel())) + outside * bg_value * bg_a,
-            float(alpha.sum()) + outside * bg_a,
-        )
+        outside = pixels.shape[0] * pixels.shape[1] - alpha.size
+        alpha_sum = float(alpha.sum())
+        weighted = grey * alpha_sum if isinstance(grey, float) else float((grey * alpha).sum())
+        backdrop = _backdrop(weighted + outside * bg_value * bg_a, alpha_sum + outside * bg_a)
         if backdrop is None:
             return np.zeros((0, 0), np.float32), (0, 0)
         # composite - background = alpha * (grey - backdrop) + (backdrop - composited background)
-        diff = (grey - np.float32(backdrop)) * alpha
-        diff += np.float32(backdrop - (bg_value * bg_a + backdrop * (1.0 - bg_a)))
+        offset = np.float32(backdrop - (bg_value * bg_a + backdrop * (1.0 - bg_a)))
+        if isinstance(grey, float):
+            diff = alpha * np.float32(grey - backdrop)
+        else:
+            diff = (grey - np.float32(backdrop)) * alpha
+        if offset:
+            diff += offset
+    elif isinstance(grey, float):  # opaque and one colour: only the box's edge could differ
+        diff = np.full((bottom - top, right - left), np.float32(grey - bg_value))
     else:
         diff = grey - np.float32(bg_value)
     darker, lighter = -float(diff.min()), float(diff.max())
@@ -552,11 +585,9 @@ def _border_ring(values: np.ndarray) -> np.ndarray:
     return np.concatenate([values[0], values[-1], values[1:-1, 0], values[1:-1, -1]])
 
 
-def _box2(values: np.ndarray) -> np.ndarray:
-    """2x2 moving average (suppresses single-pixel noise before taking extremes)."""
-    if min(values.shape) < 2:
-        return values
-    return (values[:-1, :-1] + values[1:, :-1] + values[:-1, 1:] + values[1:, 1:]) * np.float32(0.25)
+def _half(values: np.ndarray) -> np.ndarray:
+    """2x2 block means (suppress single-pixel noise before taking extremes); tiny arrays as they are."""
+    return values if min(values.shape) < 2 else _block_mean(values, 2, pad=None)
 
 
 def _uneven_ink(grey: np.ndarray) -> np.ndarray:
@@ -570,28 +601,32 @@ def _uneven_ink(grey: np.ndarray) -> np.ndarray:
     """
     rows, cols = grey.shape
     factor = max(1, math.ceil(max(rows, cols) / WORK_SIDE))
-    small = _block_mean(grey, factor)
+    small = _block_mean(grey, factor, pad=None)
     ring = _border_ring(small)
     bg_level = float(np.median(ring))
     low_q, high_q = np.percentile(ring, [10, 90])
-    smooth = _box2(grey)
-    if bg_level - float(smooth.min()) > float(smooth.max()) - bg_level:  # dark ink on light paper
-        grey, small, bg_level = 1.0 - grey, 1.0 - small, 1.0 - bg_level
+    smooth = _half(grey)
+    dark_ink = bg_level - float(smooth.min()) > float(smooth.max()) - bg_level  # on light paper
     if high_q - low_q <= FLAT_SPREAD or min(small.shape) < 8:
-        diff = grey - np.float32(bg_level)
+        background: np.ndarray | np.float32 = np.float32(bg_level)
     else:
-        diff = grey - _background_map(small, (rows, cols))
+        background = _background_map(1.0 - small if dark_ink else small, (rows, cols))
+        if dark_ink:
+            background = 1.0 - background
+    # Ink is the (oriented) difference from the background.
+    diff = np.subtract(background, grey) if dark_ink else np.subtract(grey, background)
+    diff = diff.astype(np.float32, copy=False)
     step = max(1, int(math.sqrt(diff.size / 40_000)))
     sample = diff[::step, ::step]
-    center = np.median(sample)
-    sigma = 1.4826 * float(np.median(np.abs(sample - center)))
-    contrast = float(_box2(diff).max())
+    sigma = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
+    contrast = float(_half(diff).max())
     if contrast < MIN_CONTRAST or contrast < NOISE_FACTOR * sigma:
         return np.zeros((rows, cols), np.float32)
     threshold = max(NOISE_THRESHOLD * sigma, RELATIVE_THRESHOLD * contrast)
-    ink = np.where(diff > threshold, diff * np.float32(1.0 / contrast), np.float32(0.0))
-    np.clip(ink, 0.0, 1.0, out=ink)
-    return _drop_specks(ink.astype(np.float32, copy=False))
+    diff[diff <= threshold] = 0.0
+    diff *= np.float32(1.0 / contrast)
+    np.minimum(diff, np.float32(1.0), out=diff)
+    return _drop_specks(diff)
 
 
 def _background_map(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -609,15 +644,23 @@ def _background_map(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _drop_specks(ink: np.ndarray) -> np.ndarray:
-    """Zero the connected components holding much less ink than the largest one."""
-    labels, count = ndimage.label(ink > 0, structure=np.ones((3, 3), bool))
+    """Zero (in place) the connected components holding much less ink than the largest one."""
+    mask = ink > 0
+    rows_hit = np.flatnonzero(mask.any(axis=1))
+    if rows_hit.size == 0:
+        return ink
+    top, bottom = int(rows_hit[0]), int(rows_hit[-1]) + 1
+    cols_hit = np.flatnonzero(mask[top:bottom].any(axis=0))
+    left, right = int(cols_hit[0]), int(cols_hit[-1]) + 1
+    window = (slice(top, bottom), slice(left, right))  # label only where there is ink
+    labels, count = ndimage.label(mask[window], structure=np.ones((3, 3), bool))
     if count <= 1:
         return ink
-    masses = ndimage.sum_labels(ink, labels, index=np.arange(1, count + 1))
-    keep = np.concatenate([[False], masses >= SPECK_FRACTION * masses.max()])
-    if keep[1:].all():
-        return ink
-    return np.where(keep[labels], ink, np.float32(0.0))
+    masses = ndimage.sum_labels(ink[window], labels, index=np.arange(1, count + 1))
+    drop = np.concatenate([[False], masses < SPECK_FRACTION * masses.max()])
+    if drop.any():
+        ink[window][drop[labels]] = 0.0
+    return ink
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,21 +713,39 @@ def crop_to_ink(
 
 
 @lru_cache(maxsize=512)
-def _resample_weights(size_in: int, size_out: int) -> np.ndarray:
-    """(size_out, size_in) antialiased linear resampling matrix, as Pillow builds for BILINEAR.
+def _resample_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Antialiased linear resampling from `size_in` to `size_out` samples, as Pillow's BILINEAR.
 
     When shrinking, the triangle kernel is widened by the reduction factor, so every input pixel
     contributes (area-like averaging): thin strokes fade instead of disappearing.
+
+    Returns:
+        (indices, weights): int (size_out, taps) input positions and float32 (size_out, taps)
+        weights (rows sum to 1) for each output sample.
     """
     scale = size_in / size_out
     support = max(scale, 1.0)
     centers = (np.arange(size_out) + 0.5) * scale
-    positions = np.arange(size_in) + 0.5
-    weights = np.clip(1.0 - np.abs(positions[None, :] - centers[:, None]) / support, 0.0, None)
+    first = np.clip(np.floor(centers - support + 0.5).astype(int), 0, size_in - 1)
+    taps = int(math.ceil(2 * support)) + 1
+    indices = np.minimum(first[:, None] + np.arange(taps)[None, :], size_in - 1)
+    weights = np.clip(1.0 - np.abs(indices + 0.5 - centers[:, None]) / support, 0.0, None)
+    weights[first[:, None] + np.arange(taps)[None, :] > size_in - 1] = 0.0  # clamped repeats
     weights /= weights.sum(axis=1, keepdims=True)
+    indices.setflags(write=False)
     weights = weights.astype(np.float32)
     weights.setflags(write=False)
-    return weights
+    return indices, weights
+
+
+def _resample_rows(values: np.ndarray, size_out: int) -> np.ndarray:
+    """Resample axis 0 of a (rows, cols) float32 array to `size_out` rows.
+
+    A gather and a weighted sum rather than a matrix product: BLAS would spread this small
+    product over threads, which costs milliseconds on a busy machine.
+    """
+    indices, weights = _resample_taps(values.shape[0], size_out)
+    return np.einsum("okc,ok->oc", values[indices], weights, optimize=False)
 
 
 def fit_in_box(ink: np.ndarray, box: int = FIT_BOX) -> np.ndarray:
@@ -712,7 +773,10 @@ def fit_in_box(ink: np.ndarray, box: int = FIT_BOX) -> np.ndarray:
     longest = max(rows, cols)
     out_rows = max(1, int(math.floor(rows * box / longest + 0.5)))
     out_cols = max(1, int(math.floor(cols * box / longest + 0.5)))
-    fitted = _resample_weights(rows, out_rows) @ ink @ _resample_weights(cols, out_cols).T
+    factor = int(longest // (4 * box))
+    if factor > 1:  # shrink by whole blocks first (area average), so the kernel stays short
+        ink = _block_mean(ink, factor, pad="constant")
+    fitted = _resample_rows(_resample_rows(ink, out_rows).T, out_cols).T
     return _normalize_max(fitted)
 
 
@@ -730,8 +794,13 @@ def stroke_width(ink: np.ndarray) -> float:
         The width in pixels of that map; 0.0 for an empty map.
     """
     ink = _as_ink_map(ink)
-    padded = np.pad(ink, 1)
-    variation = float(np.abs(np.diff(padded, axis=0)).sum() + np.abs(np.diff(padded, axis=1)).sum())
+    if ink.size == 0:
+        return 0.0
+    # Differences between neighbours, plus the steps from the frame's zero surround into the map.
+    variation = float(
+        np.abs(ink[1:] - ink[:-1]).sum() + np.abs(ink[:, 1:] - ink[:, :-1]).sum()
+        + np.abs(ink[0]).sum() + np.abs(ink[-1]).sum() + np.abs(ink[:, 0]).sum() + np.abs(ink[:, -1]).sum()
+    )
     return 0.0 if variation <= 0.0 else 2.0 * float(ink.sum()) / variation
 
 
@@ -782,12 +851,13 @@ def _disk(radius: int) -> np.ndarray:
 
 
 def _normalize_max(values: np.ndarray) -> np.ndarray:
-    values = np.clip(values, 0.0, None).astype(np.float32, copy=False)
+    """Scale a freshly computed float32 array in place so its maximum is 1 (negatives to 0)."""
     peak = float(values.max())
     if peak <= 0.0:
         raise NoDigitError(_BLANK_HINT)
     values *= np.float32(1.0 / peak)
-    return np.clip(values, 0.0, 1.0, out=values)
+    np.maximum(values, np.float32(0.0), out=values)
+    return np.minimum(values, np.float32(1.0), out=values)
 
 
 def center_by_mass(fitted: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -813,12 +883,13 @@ def center_by_mass(fitted: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     rows, cols = fitted.shape
     if rows > size or cols > size or rows == 0 or cols == 0:
         raise ValueError(f"Expected a non-empty digit of at most {size}x{size} pixels, got {rows}x{cols}.")
-    weights = np.clip(fitted, 0.0, None)
-    mass = float(weights.sum(dtype=np.float64))
+    weights = np.maximum(fitted, np.float32(0.0))
+    row_mass, col_mass = weights.sum(axis=1, dtype=np.float64), weights.sum(axis=0, dtype=np.float64)
+    mass = float(row_mass.sum())
     if mass <= 0.0:
         raise NoDigitError(_BLANK_HINT)
-    row_com = float(weights.sum(axis=1, dtype=np.float64) @ np.arange(rows)) / mass
-    col_com = float(weights.sum(axis=0, dtype=np.float64) @ np.arange(cols)) / mass
+    row_com = float(np.dot(row_mass, np.arange(rows, dtype=np.float64))) / mass
+    col_com = float(np.dot(col_mass, np.arange(cols, dtype=np.float64))) / mass
     half = size / 2.0
     top = min(max(int(math.floor(half - row_com + 0.5)), 0), size - rows)
     left = min(max(int(math.floor(half - col_com + 0.5)), 0), size - cols)
@@ -899,11 +970,14 @@ def segment_digits(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
     heaviest = max(p[4] for p in pieces)
     pieces = [p for p in pieces if p[4] >= SPECK_FRACTION * 2 * heaviest]
     pieces = _merge_overlapping(pieces)
+    # Digits written in one line share a height; a short, wide 2 or 5 is not two digits.
+    heaviest = max(p[4] for p in pieces)
+    line_height = float(np.median([p[3] - p[2] for p in pieces if p[4] >= 0.25 * heaviest]))
     boxes: list[tuple[int, int, int, int]] = []
     for piece in pieces:
         member = np.isin(labels[piece[2] : piece[3], piece[0] : piece[1]], list(piece[5]))
         local = np.where(member, ink[piece[2] : piece[3], piece[0] : piece[1]], 0)
-        boxes.extend(_split_wide(local, piece[0], piece[2], depth=3))
+        boxes.extend(_split_wide(local, piece[0], piece[2], line_height, depth=3))
     boxes.sort(key=lambda b: b[0] + b[2] / 2)
     return boxes
 
@@ -930,8 +1004,10 @@ def _merge_overlapping(pieces: list[list]) -> list[list]:
     return pieces
 
 
-def _split_wide(local: np.ndarray, x0: int, y0: int, depth: int) -> list[tuple[int, int, int, int]]:
-    """Tight box(es) of the ink in `local` (placed at x0, y0), split where much wider than tall."""
+def _split_wide(
+    local: np.ndarray, x0: int, y0: int, line_height: float, depth: int
+) -> list[tuple[int, int, int, int]]:
+    """Tight box(es) of the ink in `local` (placed at x0, y0), split where much wider than the line is tall."""
     rows_hit = np.flatnonzero((local > SEGMENT_THRESHOLD).any(axis=1))
     cols_hit = np.flatnonzero((local > SEGMENT_THRESHOLD).any(axis=0))
     if rows_hit.size == 0:
@@ -939,12 +1015,12 @@ def _split_wide(local: np.ndarray, x0: int, y0: int, depth: int) -> list[tuple[i
     top, bottom = int(rows_hit[0]), int(rows_hit[-1]) + 1
     left, right = int(cols_hit[0]), int(cols_hit[-1]) + 1
     width, height = right - left, bottom - top
-    if depth > 0 and width > WIDE_RATIO * height and width >= 4:
+    if depth > 0 and width > WIDE_RATIO * max(height, line_height) and width >= 4:
         profile = local[top:bottom, left:right].sum(axis=0)
         lo, hi = int(width * 0.3), int(math.ceil(width * 0.7))
         cut = left + lo + int(np.argmin(profile[lo:hi]))
-        return _split_wide(local[:, :cut], x0, y0, depth - 1) + _split_wide(
-            local[:, cut:], x0 + cut, y0, depth - 1
+        return _split_wide(local[:, :cut], x0, y0, line_height, depth - 1) + _split_wide(
+            local[:, cut:], x0 + cut, y0, line_height, depth - 1
         )
     return [(x0 + left, y0 + top, width, height)]
 

@@ -315,11 +315,15 @@ class TrainingJob:
     """One training run on a daemon thread. Thread-safe snapshot of its progress for pollers.
 
     ``on_done(result)`` runs on the job's thread after training (e.g. saving to the store) and may
-    return a dict merged into ``info`` (e.g. the saved model's name).
+    return a dict merged into ``info`` (e.g. the saved model's name). ``run(hook, stop)`` replaces
+    the default work, ``train(cfg, hook=hook, stop=stop)`` (fine-tuning uses it).
     """
 
-    def __init__(self, cfg: TrainConfig, *, owner: str = "", on_done: Callable[[TrainResult], dict | None] | None = None):
+    def __init__(self, cfg: TrainConfig, *, owner: str = "", on_done: Callable[[TrainResult], dict | None] | None = None,
+                 run: Callable[[ProgressHook, threading.Event], TrainResult] | None = None):
         self.cfg = cfg
+        # What the thread runs; by default a training run of ``cfg`` (fine-tuning passes its own).
+        self._work = run or (lambda hook, stop: train(cfg, hook=hook, stop=stop))
         self.owner = owner
         self.started_at = time.time()
         self._stop = threading.Event()
@@ -350,7 +354,7 @@ class TrainingJob:
 
     def _run(self) -> None:
         try:
-            result = train(self.cfg, hook=self._hook, stop=self._stop)
+            result = self._work(self._hook, self._stop)
             self.result = result
             extra = self._on_done(result) if self._on_done else None
             with self._lock:

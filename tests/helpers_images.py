@@ -104,7 +104,10 @@ def place(background: np.ndarray, coverage: np.ndarray, top: int, left: int, ink
 
 def encode(pixels: np.ndarray | Image.Image, fmt: str, **save_args) -> bytes:
     """Encode a uint8 array (or an image) as bytes in `fmt` ("PNG", "JPEG", ...)."""
-    image = pixels if isinstance(pixels, Image.Image) else Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+    if isinstance(pixels, Image.Image):
+        image = pixels
+    else:
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
     buffer = io.BytesIO()
     image.save(buffer, fmt, **save_args)
     return buffer.getvalue()
@@ -137,14 +140,19 @@ def as_small_off_center(digit: np.ndarray, rng: np.random.Generator, *, size: tu
     width, height = size
     digit_rows = int(rng.integers(70, 160))
     coverage = ndimage.gaussian_filter(render_strokes(digit, digit_rows), 0.8)
-    corner_top = bool(rng.integers(0, 2))
-    corner_left = bool(rng.integers(0, 2))
-    top = int(rng.integers(20, height // 4)) if corner_top else int(rng.integers(3 * height // 4 - digit_rows, height - digit_rows - 20))
-    left = int(rng.integers(20, width // 4)) if corner_left else int(rng.integers(3 * width // 4 - digit_rows, width - digit_rows - 20))
+    top = _far_from_center(height, digit_rows, rng)
+    left = _far_from_center(width, digit_rows, rng)
     sheet = np.full((height, width), rng.uniform(200, 240), np.float32)
     sheet += rng.normal(0, 3, sheet.shape).astype(np.float32)
     photo = place(sheet, coverage, top, left, rng.uniform(20, 80))
     return encode(photo, fmt, **({"quality": 85} if fmt == "JPEG" else {}))
+
+
+def _far_from_center(length: int, extent: int, rng: np.random.Generator) -> int:
+    """A start position putting `extent` pixels in the outer quarter on one side of `length`."""
+    margin = min(20, max(0, (length - extent) // 8))
+    near = int(rng.integers(margin, max(margin + 1, length // 4 - extent // 2)))
+    return near if rng.integers(0, 2) else length - extent - near
 
 
 def as_stroke_width(digit: np.ndarray, radius: int, *, scale: int = 4) -> np.ndarray:
