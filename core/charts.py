@@ -103,7 +103,7 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
         training loss, validation loss, training accuracy, validation accuracy (validation traces
         only when there are validation values). Dotted vertical lines mark epoch ends.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.09)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.12)
     rows = _thin(sorted(batches, key=lambda r: r["step"]), max_points)
     steps = [int(r["step"]) for r in rows]
     val_rows = [r for r in epochs if r.get("val_loss") is not None]

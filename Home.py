@@ -1,0 +1,105 @@
+"""Landing page: what the app does, the model in use, links to the pages, the models in the store."""
+
+import pandas as pd
+import streamlit as st
+
+import app_state
+from core.charts import history_figure
+
+entry = app_state.page("Home", ":material/draw:")
+
+st.title("Handwritten digit recognizer")
+st.markdown(
+    "Draw a digit or upload a photo of one, and a neural network trained on MNIST reads it.  \n"
+    "Train your own network on the 60,000 MNIST images and watch it learn, live."
+)
+
+with st.container(border=True):
+    if entry is None:
+        st.markdown("#### No model yet")
+        st.info("The model store is empty. Train a model on the **Train** page to start reading digits.")
+    else:
+        meta = entry.meta
+        st.markdown(f"#### Model in use: `{entry.name}`")
+        family, params, acc = st.columns(3)
+        family.metric("Architecture", app_state.FAMILY_LABELS.get(meta.get("family"), str(meta.get("family", "?"))))
+        n_params = meta.get("params", meta.get("param_count"))
+        params.metric("Parameters", f"{n_params:,}" if isinstance(n_params, int) else "?")
+        test_acc = meta.get("test_accuracy")
+        acc.metric("Test accuracy", f"{test_acc:.2%}" if isinstance(test_acc, (int, float)) else "?",
+                   help="Share of the 10,000 MNIST test images read correctly.")
+        st.caption(app_state.training_summary(meta)
+                   + " Pick another model in the sidebar; the choice applies to your session only.")
+
+links = [("pages/1_Train.py", "Train", ":material/model_training:", "Train a network, live curves"),
+         ("pages/2_Draw.py", "Draw", ":material/draw:", "Draw a digit with mouse or finger"),
+         ("pages/3_Upload.py", "Upload", ":material/upload:", "Read digits in image files"),
+         ("pages/4_Evaluate.py", "Evaluate", ":material/analytics:", "Confusion matrix and mistakes")]
+links = [link for link in links if app_state.page_exists(link[0])]
+for col, (path, label, icon, help_text) in zip(st.columns(len(links) or 1), links):
+    with col.container(border=True):
+        st.page_link(path, label=f"**{label}**", icon=icon)
+        st.caption(help_text)
+
+st.subheader("Models in the store")
+models = app_state.listing()
+for problem in models.problems.values():
+    st.warning(problem, icon=":material/warning:")
+if not models.entries:
+    st.info("No models yet.")
+    st.stop()
+
+default = app_state.default_name(models)
+rows = []
+for e in models.entries:
+    m = e.meta
+    acc = m.get("test_accuracy")
+    rows.append({
+        "model": e.name,
+        "type": app_state.FAMILY_LABELS.get(m.get("family"), m.get("family")),
+        "params": m.get("params", m.get("param_count")),
+        "accuracy": acc * 100 if isinstance(acc, (int, float)) else None,
+        "train s": m.get("train_seconds"),
+        "trained (UTC)": str(m.get("created", ""))[:16].replace("T", " "),
+        "in use": bool(entry and e.name == entry.name),
+        "default": e.name == default,
+    })
+st.dataframe(
+    pd.DataFrame(rows), hide_index=True,
+    column_config={
+        "params": st.column_config.NumberColumn("params", format="localized", help="Trainable and other parameters"),
+        "accuracy": st.column_config.NumberColumn("test acc.", format="%.2f%%",
+                                                  help="On the 10,000 MNIST test images"),
+        "train s": st.column_config.NumberColumn("train s", format="%.1f", help="Training time in seconds"),
+        "in use": st.column_config.CheckboxColumn("in use", help="The model your pages use (sidebar)"),
+        "default": st.column_config.CheckboxColumn("default", help="The server's default model"),
+    },
+)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _curves(root: str, name: str, created: str, _history: dict):
+    # Keyed by model identity, not by the (large) history itself.
+    return history_figure(_history.get("batch", []), _history.get("epoch", []), height=280)
+
+
+for e in models.entries:
+    with st.expander(f"{e.name} — details"):
+        st.caption(app_state.model_summary(e.meta))
+        layers = e.meta.get("layers") or []
+        if layers:
+            st.markdown("**Layers**")
+            st.dataframe(pd.DataFrame(layers), hide_index=True, height=35 * (len(layers) + 1) + 3,
+                         column_config={"parameters": st.column_config.NumberColumn(format="localized")})
+        history = e.meta.get("history") or {}
+        if history.get("batch"):
+            st.markdown("**Training curves**")
+            st.plotly_chart(_curves(str(e.path.parent), e.name, str(e.meta.get("created", "")), history),
+                            width="stretch", key=f"home_curves_{e.name}")
+        if e.meta.get("command"):
+            st.caption(f"Trained with: `{e.meta['command']}`")
+        st.download_button(
+            f"Download {e.name}.keras", data=e.path.read_bytes, file_name=f"{e.name}.keras",
+            mime="application/octet-stream", on_click="ignore", icon=":material/download:",
+            key=f"home_download_{e.name}",
+        )

@@ -1,0 +1,56 @@
+"""Shared fixtures: a small trained model store, and the environment pointing the app at it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+TEST_MODEL = "test-mlp"
+# One epoch of the default MLP on 10,000 images: ~92% test accuracy in a few seconds.
+TINY_MLP = dict(epochs=1, batch_size=128, learning_rate=1e-2, train_size=10000, val_fraction=0.1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory) -> Path:
+    """A model store with one small trained MLP (``test-mlp``, set active) and a copy of it
+    (``test-mlp-copy``) so pickers have a choice. Read-only for tests: copy it to change it."""
+    from core.model import default_spec
+    from core.store import ModelStore
+    from core.train import TrainConfig, save_result, train
+
+    root = tmp_path_factory.mktemp("models")
+    result = train(TrainConfig(spec=default_spec("mlp"), **TINY_MLP))
+    assert result.test_accuracy >= 0.9, f"fixture model too weak: {result.test_accuracy:.3f}"
+    store = ModelStore(root)
+    save_result(result, store, name=TEST_MODEL, command="tests/conftest.py")
+    copy = store.meta(TEST_MODEL) | {"name": f"{TEST_MODEL}-copy", "created": "2000-01-01T00:00:00+00:00"}
+    shutil.copyfile(store.keras_path(TEST_MODEL), store.keras_path(f"{TEST_MODEL}-copy"))
+    store.meta_path(f"{TEST_MODEL}-copy").write_text(json.dumps(copy), encoding="utf-8")
+    store.set_active(TEST_MODEL)
+    return root
+
+
+@pytest.fixture
+def app_env(trained_store, tmp_path, monkeypatch) -> Path:
+    """Point the app (AppTest runs scripts in-process) at the trained store and a scratch data dir."""
+    from core import config
+
+    monkeypatch.setenv(config.MODELS_DIR_ENV, str(trained_store))
+    monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
+    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
+    return trained_store
+
+
+@pytest.fixture
+def empty_store_env(tmp_path, monkeypatch) -> Path:
+    """Point the app at an empty model store of its own (for tests that write models)."""
+    from core import config
+
+    root = tmp_path / "models"
+    monkeypatch.setenv(config.MODELS_DIR_ENV, str(root))
+    monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
+    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
+    return root

@@ -1,0 +1,329 @@
+"""Page tests with Streamlit's AppTest: a smoke test over every page, then behaviour by widget key."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from tests.helpers_images import as_canvas, render_strokes
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "Home.py", *sorted((ROOT / "pages").glob("*.py"))]
+TIMEOUT = 60  # AppTest's default is 3 s; the first predictor load imports TensorFlow
+TITLES = {
+    "Home.py": "Handwritten digit recognizer",
+    "1_Train.py": "Train a model",
+    "2_Draw.py": "Draw a digit",
+    "3_Upload.py": "Read digits in images",
+}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def app(page: str = "Home.py") -> AppTest:
+    """A fresh session that has opened ``page`` the way a visitor does: Home first, then the page
+    (page links resolve against the entrypoint, as in the running app)."""
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=TIMEOUT).run()
+    if page != "Home.py":
+        at.switch_page(page)
+    return at
+
+
+def mnist_test_digit(label: int, nth: int = 0) -> np.ndarray:
+    """The ``nth`` MNIST test image of ``label``: uint8 (28, 28), white ink on black."""
+    from core.data import cached_mnist
+
+    mnist = cached_mnist()
+    return mnist.x_test[np.flatnonzero(mnist.y_test == label)[nth]]
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def ink_on_paper_png(digit: np.ndarray, size: int = 200) -> bytes:
+    """A real MNIST digit re-drawn as dark ink on white paper, ``size`` x ``size`` pixels."""
+    height = int(size * 0.75)
+    coverage = render_strokes(digit, height)
+    paper = np.full((size, size), 250.0, np.float32)
+    top = (size - height) // 2
+    window = paper[top:top + height, top:top + height]
+    window[...] = window * (1 - coverage) + 25.0 * coverage
+    return png_bytes(np.clip(np.rint(paper), 0, 255).astype(np.uint8))
+
+
+def canvas_state(rgba: np.ndarray) -> dict:
+    """What streamlit-drawable-canvas 0.13 keeps in ``st.session_state["draw_canvas"]`` after a stroke.
+
+    The component (Components v2) stores ``{"drawing": {"raw": <Fabric.js JSON>, "data": <PNG data URL>},
+    "backgroundFit": None}``; ``st_canvas`` decodes "data" into ``image_data``. This is the one place
+    the tests depend on that internal shape.
+    """
+    url = "data:image/png;base64," + base64.b64encode(png_bytes(rgba)).decode("ascii")
+    raw = {"version": "6", "objects": [{"type": "Path", "stroke": "#FFFFFF", "strokeWidth": 20}],
+           "background": "#000000"}
+    return {"drawing": {"raw": raw, "data": url}, "backgroundFit": None}
+
+
+def metric(at: AppTest, label: str) -> str | None:
+    return next((m.value for m in at.metric if m.label == label), None)
+
+
+def texts(elements) -> list[str]:
+    return [e.value for e in elements]
+
+
+# --- smoke ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_page_runs_without_exception(page, app_env):
+    at = app(str(page.relative_to(ROOT))).run()
+    assert not at.exception, [e.message for e in at.exception]
+    titles = texts(at.title)
+    if page.name in TITLES:
+        assert titles == [TITLES[page.name]]
+    else:
+        assert titles, f"{page.name} shows no title"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_page_with_empty_store_says_so(page, empty_store_env):
+    at = app(str(page.relative_to(ROOT))).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("No trained model" in w for w in texts(at.sidebar.warning))
+
+
+def test_home_does_not_import_tensorflow(app_env):
+    # In a fresh interpreter: this test process already imported TensorFlow for the fixture model.
+    code = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(ROOT / 'Home.py')!r}, default_timeout=60).run()\n"
+        "assert not at.exception, [e.message for e in at.exception]\n"
+        "assert at.title[0].value == 'Handwritten digit recognizer'\n"
+        "assert any(m.label == 'Test accuracy' for m in at.metric)\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "HEAVY=\n" in out.stdout, f"Home imported {out.stdout.split('HEAVY=')[-1].strip()}"
+
+
+def test_reruns_do_not_reset_keras(app_env, monkeypatch):
+    # Streamlit calls keras.backend.clear_session() after every run; app_state turns that off
+    # because it would reset Keras under a running training job (see app_state._keep_keras_state).
+    import keras
+
+    calls = []
+    monkeypatch.setattr(keras.backend, "clear_session", lambda *args, **kwargs: calls.append(args))
+    at = app("pages/2_Draw.py").run()
+    at.run()
+    assert not at.exception
+    assert calls == []
+
+
+# --- Home and the model picker -------------------------------------------------------------------
+
+def test_home_shows_active_model_and_store(app_env):
+    at = app().run()
+    assert any("Model in use: `test-mlp`" in m.value for m in at.markdown)
+    assert metric(at, "Architecture") == "MLP"
+    assert metric(at, "Test accuracy").endswith("%")
+    table = at.dataframe[0].value
+    assert set(table["model"]) == {"test-mlp", "test-mlp-copy"}
+    assert [e.label for e in at.expander] == ["test-mlp — details", "test-mlp-copy — details"]
+    assert len(at.get("download_button")) == 2
+
+
+def test_model_choice_is_per_session_and_followed_by_every_page(app_env):
+    visitor = app().run()
+    assert visitor.selectbox(key="sidebar_model").value == "test-mlp"
+    visitor.selectbox(key="sidebar_model").set_value("test-mlp-copy").run()
+    assert visitor.session_state["model_name"] == "test-mlp-copy"
+    visitor.switch_page("pages/2_Draw.py").run()
+    assert not visitor.exception
+    assert visitor.selectbox(key="sidebar_model").value == "test-mlp-copy"
+    assert any("test-mlp-copy" in c.value for c in visitor.caption)
+
+    other = app().run()
+    assert other.selectbox(key="sidebar_model").value == "test-mlp"
+
+
+def test_home_reports_a_broken_model_file_as_a_warning(app_env, tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    shutil.copytree(app_env, store)
+    (store / "broken.json").write_text("{}", encoding="utf-8")
+    (store / "broken.keras").write_bytes(b"not a zip")
+    monkeypatch.setenv("DIGITS_MODELS_DIR", str(store))
+    at = app().run()
+    assert not at.exception
+    assert any("broken" in w for w in texts(at.warning))
+
+
+# --- Draw ------------------------------------------------------------------------------------------
+
+def test_draw_empty_canvas_prompts(app_env):
+    at = app("pages/2_Draw.py").run()
+    assert not at.exception
+    assert any(i.startswith("Draw a digit") for i in texts(at.info))
+    assert metric(at, "Predicted digit") is None
+
+
+def test_draw_reads_the_digit_drawn(app_env):
+    at = app("pages/2_Draw.py").run()
+    two = mnist_test_digit(2)
+    at.session_state["draw_canvas"] = canvas_state(as_canvas(two, np.random.default_rng(1), transparent=False))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert metric(at, "Predicted digit") == "2"
+    confidence = metric(at, "Confidence")
+    assert confidence.endswith("%") and 0 < float(confidence[:-1]) <= 100
+    assert at.image, "the 28x28 the model saw is not shown"
+
+
+def test_draw_clear_button_empties_the_canvas(app_env):
+    at = app("pages/2_Draw.py").run()
+    at.session_state["draw_canvas"] = canvas_state(as_canvas(mnist_test_digit(2), np.random.default_rng(1),
+                                                             transparent=False))
+    at.run()
+    assert metric(at, "Predicted digit") == "2"
+    at.button(key="draw_clear").click().run()
+    assert not at.exception
+    assert metric(at, "Predicted digit") is None
+    assert any(i.startswith("Draw a digit") for i in texts(at.info))
+
+
+# --- Upload ------------------------------------------------------------------------------------------
+
+def test_upload_reads_a_photographed_seven(app_env):
+    at = app("pages/3_Upload.py").run()
+    assert any("Upload one or more" in i for i in texts(at.info))
+    seven = ink_on_paper_png(mnist_test_digit(7))
+    at.file_uploader(key="upload_files").set_value([("seven.png", seven, "image/png")]).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert metric(at, "Predicted digit") == "7"
+    assert metric(at, "Confidence").endswith("%")
+    assert not at.error
+
+
+def test_upload_unreadable_file_gets_its_own_error_and_others_are_answered(app_env):
+    at = app("pages/3_Upload.py").run()
+    files = [
+        ("broken.png", b"this is not an image at all", "image/png"),
+        ("scans/batch 1\\seven.png", ink_on_paper_png(mnist_test_digit(7)), "image/png"),
+        ("blank.png", png_bytes(np.full((120, 120), 255, np.uint8)), "image/png"),
+    ]
+    at.file_uploader(key="upload_files").set_value(files).run()
+    assert not at.exception, [e.message for e in at.exception]
+    errors = texts(at.error)
+    assert len(errors) == 1 and "broken" in errors[0] and "cannot be read" in errors[0]
+    assert [m.value for m in at.metric if m.label == "Predicted digit"] == ["7"]
+    table = at.dataframe[0].value
+    assert list(table["file"]) == ["broken.png", "seven.png", "blank.png"]
+    assert table["digit"].iloc[1] == 7 and table["digit"].isna().iloc[[0, 2]].all()
+    assert "no digit found" in table["note"].iloc[2]
+    assert [b.label for b in at.get("download_button")] == ["Download as CSV"]
+
+
+# --- Train ------------------------------------------------------------------------------------------
+
+def _wait_until_done(at: AppTest, seconds: float = 180) -> AppTest:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        if not any(h.value == "Training in progress" for h in at.subheader):
+            return at
+        time.sleep(0.5)
+    raise AssertionError("training did not finish in time")
+
+
+def test_train_form_starts_a_job_that_saves_a_model(empty_store_env):
+    from core.store import ModelStore
+
+    at = app("pages/1_Train.py").run()
+    assert not at.exception
+    at.radio(key="train_family").set_value("mlp").run()
+    assert at.text_input(key="train_hidden").value == "256,128"
+    at.select_slider(key="train_size").set_value(3000)
+    at.number_input(key="train_epochs").set_value(1)
+    at.button(key="train_submit").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, texts(at.error)
+
+    at = _wait_until_done(at)
+    assert any("Training finished" in s for s in texts(at.success)), texts(at.error) + texts(at.warning)
+    names = ModelStore(empty_store_env).list().names()
+    assert len(names) == 1 and names[0].startswith("mlp-")
+    assert any(f"saved as **{names[0]}**" in m for m in texts(at.success))
+    assert metric(at, "Test accuracy").endswith("%")
+
+    at.button(key="train_use_model").click().run()
+    assert at.session_state["model_name"] == names[0]
+    assert at.selectbox(key="sidebar_model").value == names[0]
+
+
+def test_train_form_rejects_bad_layer_sizes(empty_store_env):
+    at = app("pages/1_Train.py").run()
+    at.text_input(key="train_hidden").set_value("256, lots")
+    at.button(key="train_submit").click().run()
+    assert not at.exception
+    assert any("Dense layers" in e and "whole numbers" in e for e in texts(at.error))
+
+
+def test_other_visitor_sees_the_run_but_only_the_owner_can_stop_it(empty_store_env):
+    from core.store import ModelStore
+
+    owner = app("pages/1_Train.py").run()
+    owner.select_slider(key="train_size").set_value(60000)  # a long CNN run: it is stopped below
+    owner.button(key="train_submit").click().run()
+    assert not owner.exception, [e.message for e in owner.exception]
+
+    other = app("pages/1_Train.py").run()
+    assert any(h.value == "Training in progress" for h in other.subheader)
+    assert not [b for b in other.button if b.key == "train_stop"]
+    assert other.button(key="train_submit").disabled
+    assert any("another visitor" in c.value for c in other.caption)
+
+    owner.run()
+    owner.button(key="train_stop").click().run()
+    owner = _wait_until_done(owner, 120)
+    assert any("stopped" in w and "No model was saved" in w for w in texts(owner.warning))
+    assert ModelStore(empty_store_env).list().names() == []
+    other.run()
+    assert any(h.value == "Last training run" for h in other.subheader)
+
+
+def test_training_manager_allows_one_job_and_only_the_owner_stops_it(empty_store_env):
+    import app_state
+    from core.model import default_spec
+    from core.train import TrainConfig
+
+    manager = app_state.TrainingManager()
+    cfg = TrainConfig(spec=default_spec("cnn"), epochs=1, train_size=60000)
+    job = manager.start(cfg, owner="alice")
+    try:
+        with pytest.raises(app_state.TrainingBusy, match="one run at a time"):
+            manager.start(cfg, owner="bob")
+        assert manager.stop("bob") is False
+        assert manager.stop("alice") is True
+    finally:
+        job.request_stop()
+        job.join(120)
+    assert job.state == "stopped" and manager.snapshot()["state"] == "stopped"
+    assert not manager.running()
