@@ -1,0 +1,136 @@
+"""Browser-test fixtures: one real app server per session, Debian's Chromium, a fresh page per test.
+
+The server runs ``streamlit run Home.py`` on a free port with ``DIGITS_MODELS_DIR`` on a temporary
+copy of the repository's ``models/`` (trainings in tests never touch the real store) and
+``DIGITS_DATA_DIR`` on a temporary folder. Its log and every screenshot land in ``tests/artifacts/``;
+with ``UPDATE_SCREENSHOTS=1`` the page screenshots are also written to ``tests/screenshots/`` (the
+README's pictures).
+
+Other browser test files reuse these fixtures as they are (``app_server``, ``app_url``,
+``browser``, ``page``, ``models_dir``, ``screenshot``); scripts outside pytest use
+``tests.browser.server`` (``start_server``, ``launch_chromium``, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # `pytest` run without `python -m`: make `tests.browser.server` importable
+    sys.path.insert(0, str(ROOT))
+
+from tests.browser.server import (  # noqa: E402
+    Server,
+    app_env,
+    free_port,
+    full_page_screenshot,
+    launch_chromium,
+    start_server,
+)
+
+ARTIFACTS = ROOT / "tests" / "artifacts"
+README_SCREENSHOTS = ROOT / "tests" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 900}
+SERVER_START_TIMEOUT_S = 90
+DEFAULT_TIMEOUT_MS = 30_000
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test in tests/browser/ is a browser test."""
+    for item in items:
+        if HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Remember each phase's outcome on the item, so the page fixture can screenshot failures.
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def app_workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("browser-app")
+
+
+@pytest.fixture(scope="session")
+def app_server(app_workdir) -> Server:
+    """The app, served for the whole browser-test session on a private copy of the model store."""
+    env = app_env(ROOT / "models", app_workdir)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    server = start_server(free_port(), env, log_path=ARTIFACTS / "streamlit-server.log",
+                          timeout=SERVER_START_TIMEOUT_S)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server) -> str:
+    return app_server.url
+
+
+@pytest.fixture(scope="session")
+def models_dir(app_server) -> Path:
+    """The server's (temporary) model store."""
+    return Path(app_server.env["DIGITS_MODELS_DIR"])
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    try:
+        chromium = launch_chromium(playwright)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    finally:
+        playwright.stop()
+
+
+@pytest.fixture
+def page(browser, app_server, request):
+    """A page in a fresh browser context (a new Streamlit session), 1280x900.
+
+    On a failing test, a screenshot of the page is kept in tests/artifacts/failed-<test>.png.
+    """
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    pg = context.new_page()
+    try:
+        yield pg
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            try:
+                full_page_screenshot(pg, ARTIFACTS / f"failed-{request.node.name}.png")
+            except Exception as exc:  # the page may be gone; the failure itself matters more
+                print(f"no failure screenshot: {exc}", file=sys.stderr)
+        context.close()
+
+
+@pytest.fixture
+def screenshot():
+    """``screenshot(page, name)``: the whole page as tests/artifacts/<name>.png, and as
+    tests/screenshots/<name>.png too when UPDATE_SCREENSHOTS=1."""
+
+    def take(pg, name: str) -> Path:
+        path = full_page_screenshot(pg, ARTIFACTS / f"{name}.png")
+        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+            README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            (README_SCREENSHOTS / f"{name}.png").write_bytes(path.read_bytes())
+        return path
+
+    return take
