@@ -10,8 +10,10 @@ entry = app_state.page("Home", ":material/draw:")
 
 st.title("Handwritten digit recognizer")
 st.markdown(
-    "Draw a digit or upload a photo of one, and a neural network trained on MNIST reads it.  \n"
-    "Train your own network on the 60,000 MNIST images and watch it learn, live."
+    "Draw a digit or upload a photo of one, and a neural network trained on MNIST reads it — several "
+    "digits side by side too, with a heatmap of the pixels that decided the answer.  \n"
+    "Train your own network on the 60,000 MNIST images and watch it learn, live; when the model is wrong, "
+    "tell it the right digit and fine-tune it on those corrections."
 )
 
 with st.container(border=True):
@@ -31,9 +33,10 @@ with st.container(border=True):
         st.caption(app_state.training_summary(meta)
                    + " Pick another model in the sidebar; the choice applies to your session only.")
 
-links = [("pages/1_Train.py", "Train", ":material/model_training:", "Train a network, live curves"),
-         ("pages/2_Draw.py", "Draw", ":material/draw:", "Draw a digit with mouse or finger"),
-         ("pages/3_Upload.py", "Upload", ":material/upload:", "Read digits in image files"),
+links = [("pages/1_Train.py", "Train", ":material/model_training:",
+          "Train a network, live curves; learn from corrections"),
+         ("pages/2_Draw.py", "Draw", ":material/draw:", "Draw a digit or a number with mouse or finger"),
+         ("pages/3_Upload.py", "Upload", ":material/upload:", "Read digits and numbers in image files"),
          ("pages/4_Evaluate.py", "Evaluate", ":material/analytics:", "Confusion matrix and mistakes")]
 links = [link for link in links if app_state.page_exists(link[0])]
 for col, (path, label, icon, help_text) in zip(st.columns(len(links) or 1), links):

@@ -31,6 +31,7 @@ MODEL_NAME = "model_name"
 PICKER_KEY = "sidebar_model"
 
 FAMILY_LABELS = {"cnn": "CNN", "mlp": "MLP"}
+FINETUNE = "finetune"  # TrainingJob.info["kind"] of a fine-tuning run
 
 
 # --- Streamlit's Keras reset ------------------------------------------------------------------------
@@ -227,10 +228,15 @@ def model_card(entry: Entry, *, container=None) -> None:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def _load_predictor(root: str, name: str, mtime_ns: int):
     # Keyed by the file's mtime, so a model replaced on disk is loaded afresh. Imports TensorFlow.
+    from core.novelty import sidecar_path
     from core.predict import Predictor
 
     models = ModelStore(root)
-    loaded = Predictor(models.load(name), name=name, meta=models.meta(name))
+    loaded = Predictor(models.load(name), name=name, meta=models.meta(name),
+                       novelty_path=sidecar_path(models.keras_path(name)))
+    # The "not a digit" detector is read (or fitted once and saved beside the model) now, under
+    # the loading spinner, rather than on the visitor's first stroke.
+    loaded.novelty()
     _freeze_heap_once("tensorflow")
     return loaded
 
@@ -275,6 +281,127 @@ def model_view(x28, size_px: int = 168):
 
     pixels = np.clip(np.rint(np.asarray(x28, np.float32).reshape(28, 28) * 255), 0, 255).astype(np.uint8)
     return Image.fromarray(pixels).resize((size_px, size_px), Image.Resampling.NEAREST)
+
+
+# --- around a prediction: "not a digit", corrections --------------------------------------------
+
+NOT_A_DIGIT = ("This is probably not a digit — not sure. The model must still answer 0–9, so the digit "
+               "shown is only its nearest guess.")
+
+
+def not_a_digit_warning(container=None) -> None:
+    """Say in words that the "not a digit" detector flagged the image (the metrics stay)."""
+    (container or st).warning(NOT_A_DIGIT, icon=":material/help:")
+
+
+def _save_correction(image28, predicted: int | None, source: str, model_name: str, label_key: str,
+                     flash_key: str) -> None:
+    # A button callback: runs before the rerun, so the digit picker can be reset here.
+    import sqlite3
+
+    from core.corrections import CorrectionStore
+
+    label = st.session_state.get(label_key)
+    if label is None:
+        st.session_state[flash_key] = ("error", "Pick the right digit first, then save.")
+        return
+    try:
+        new_id = CorrectionStore().add(image28, int(label), predicted, source, model_name)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        st.session_state[flash_key] = ("error", f"The correction could not be saved: {exc}")
+        return
+    st.session_state[label_key] = None
+    st.session_state[flash_key] = ("success", f"Saved correction #{new_id}: this is a {int(label)}. "
+                                              "It can be reviewed and used for fine-tuning on the Train page.")
+
+
+def correction_form(targets: list[tuple[str, object, int | None]], *, source: str, model_name: str,
+                    label_key: str, save_key: str, which_key: str | None = None) -> None:
+    """"Wrong? The right digit is …": a digit picker and a save button storing a correction.
+
+    Args:
+        targets: ``(title, image28, predicted)`` per digit that can be corrected: the float (28, 28)
+            input the model saw and its answer. With several (a number), a picker asks which one.
+        source: "draw" or "upload".
+        model_name: the store name of the model that answered.
+        label_key, save_key, which_key: the page-scoped widget keys.
+    """
+    from core.corrections import STORED_NOTE
+
+    flash_key = f"{save_key}_flash"
+    if len(targets) > 1:
+        # Two pickers side by side and the button under them: it fits a narrow column too.
+        which_col, label_col = st.columns(2, vertical_alignment="bottom")
+        which = which_col.selectbox("Which digit", range(len(targets)), format_func=lambda i: targets[i][0],
+                                    key=which_key or f"{save_key}_which")
+        which = which if which is not None and which < len(targets) else 0
+        save_col = st.container()
+    else:
+        label_col, save_col = st.columns(2, vertical_alignment="bottom")
+        which = 0
+    _, image28, predicted = targets[which]
+    label = label_col.selectbox("Wrong? The right digit is", range(10), index=None, placeholder="pick a digit",
+                                key=label_key)
+    save_col.button("Save correction", key=save_key, disabled=label is None, icon=":material/save:",
+                    on_click=_save_correction, args=(image28, predicted, source, model_name, label_key, flash_key))
+    flash = st.session_state.pop(flash_key, None)
+    if flash is not None:
+        kind, message = flash
+        if kind == "success":
+            st.success(message, icon=":material/check_circle:")
+            st.toast(message, icon=":material/check_circle:")
+        else:
+            st.error(message, icon=":material/error:")
+    st.caption(STORED_NOTE)
+
+
+# --- why this digit ---------------------------------------------------------------------------------
+
+WHY_CAPTION = "Why this digit"
+WHY_COLOURS = ("red marks the ink that pushed the model towards {digit}, blue the ink that spoke against it; "
+               "the stronger the colour, the more it mattered (grey ink hardly did).")
+
+
+def why_view(predictor, x28, digit: int, size_px: int = 112):
+    """The saliency heatmap of ``digit`` over the 28x28 input (``core.saliency``), with crisp pixels.
+
+    Raises:
+        ValueError: an input that is not a (28, 28) image in [0, 1].
+    """
+    from PIL import Image
+
+    from core.saliency import overlay, saliency
+
+    heat = saliency(predictor, x28, digit)
+    view = Image.fromarray(overlay(x28, heat, scale=max(1, size_px // 28)))
+    return view if view.size == (size_px, size_px) else view.resize((size_px, size_px), Image.Resampling.NEAREST)
+
+
+def why_image(predictor, x28, digit: int, container=None, size_px: int = 112) -> None:
+    """Show which pixels drove the prediction (beside "What the model sees")."""
+    container = container or st
+    try:
+        container.image(why_view(predictor, x28, digit, size_px), caption=WHY_CAPTION)
+    except ValueError as exc:
+        container.warning(f"No heatmap for this image: {exc}", icon=":material/warning:")
+
+
+def why_caption(digit: int) -> None:
+    """One line on the heatmap's colours."""
+    st.caption(f"**{WHY_CAPTION}:** " + WHY_COLOURS.format(digit=digit))
+
+
+def digit_tiles(predictor, digits, size_px: int = 84) -> None:
+    """Per digit of a number: what the model saw, and the heatmap of why it read that digit."""
+    st.image([model_view(d.image, size_px) for d in digits],
+             caption=[f"{n}. sees {d.digit}" for n, d in enumerate(digits, start=1)], width=size_px)
+    try:
+        views = [why_view(predictor, d.image, d.digit, size_px) for d in digits]
+    except ValueError as exc:
+        st.warning(f"No heatmaps for these digits: {exc}", icon=":material/warning:")
+        return
+    st.image(views, caption=[f"{n}. why {d.digit}" for n, d in enumerate(digits, start=1)], width=size_px)
+    st.caption("**Why:** " + WHY_COLOURS.format(digit="the digit read"))
 
 
 # --- training jobs ------------------------------------------------------------------------------
@@ -335,15 +462,90 @@ class TrainingManager:
             result.model = None  # saved; free the memory while the job is kept for display
             return {"model_name": name, "models_dir": str(root)}
 
+        return self._start(lambda: TrainingJob(cfg, owner=owner, on_done=on_done))
+
+    def start_finetune(self, base_name: str, owner: str, corrections=None):
+        """Fine-tune a copy of the store's model ``base_name`` on the stored corrections, in the
+        same one-job slot as training, for session ``owner``. The result is saved as a new model.
+
+        Args:
+            base_name: the model to start from (it is never modified).
+            owner: the session that may stop the run.
+            corrections: a ``core.corrections.CorrectionStore``; default: the app's.
+
+        Raises:
+            TrainingBusy: a job is already running.
+            ValueError: there are no corrections yet.
+            StoreError: the base model cannot be found or loaded.
+        """
+        from core.corrections import CorrectionStore
+        from core.finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MNIST_MIX,
+                                   finetune, save_finetuned)
+        from core.model import ModelSpec, default_spec
+        from core.train import TrainConfig, TrainingJob
+
+        import keras  # noqa: F401 - as in start()
+
+        _freeze_heap_once("tensorflow")
+        root = config.models_dir()
+        models = ModelStore(root)
+        # A snapshot: corrections saved while it runs wait for the next run.
+        x, y = (CorrectionStore() if corrections is None else corrections).arrays()
+        if len(y) == 0:
+            raise ValueError("There are no corrections to learn from yet. Correct a few predictions on the "
+                             "Draw or Upload page first.")
+        self._raise_if_busy()  # before the (slower) model load
+        base_meta = models.meta(base_name)
+        base_model = models.load(base_name)  # a private copy: the served one stays untouched
+        try:
+            spec = ModelSpec.from_dict(base_meta["hyperparameters"]["spec"])
+        except (KeyError, TypeError, ValueError):
+            family = str(base_meta.get("family"))
+            spec = default_spec(family if family in ("mlp", "cnn") else "cnn")
+        # Describes the run for the progress panel; ``finetune`` builds the same settings itself.
+        cfg = TrainConfig(spec=spec, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
+                          learning_rate=DEFAULT_LEARNING_RATE, train_size=DEFAULT_MNIST_MIX, val_fraction=0.0,
+                          augment=True)
+
+        def run(hook, stop):
+            return finetune(base_model, x, y, base_name=base_name, base_meta=base_meta, hook=hook, stop=stop)
+
+        def on_done(result) -> dict | None:
+            if result.stopped or result.model is None:
+                return None
+            name = save_finetuned(result, ModelStore(root), command=f"streamlit: Train page, fine-tuned {base_name}")
+            result.model = None
+            return {"model_name": name, "models_dir": str(root),
+                    "corrections_accuracy_before": result.corrections_accuracy_before,
+                    "corrections_accuracy_after": result.corrections_accuracy_after,
+                    "base_test_accuracy": result.base_test_accuracy}
+
+        def make_job():
+            job = TrainingJob(cfg, owner=owner, on_done=on_done, run=run)
+            job.info.update(kind=FINETUNE, base_model=base_name, corrections=int(len(y)), mnist_mix=DEFAULT_MNIST_MIX)
+            return job
+
+        return self._start(make_job)
+
+    def _busy_message(self, current) -> str:
+        since = time.strftime("%H:%M:%S", time.localtime(current.started_at))
+        what = "fine-tuning run" if current.info.get("kind") == FINETUNE else "training run"
+        return (f"A {what} started at {since} is still going (one run at a time on this server). "
+                "Its progress is shown below; start yours when it has finished.")
+
+    def _raise_if_busy(self) -> None:
         with self._lock:
             current = self._slot.job
             if current is not None and not current.done:
-                since = time.strftime("%H:%M:%S", time.localtime(current.started_at))
-                raise TrainingBusy(
-                    f"A training run started at {since} is still going (one run at a time on this server). "
-                    "Its progress is shown below; start yours when it has finished."
-                )
-            job = TrainingJob(cfg, owner=owner, on_done=on_done)
+                raise TrainingBusy(self._busy_message(current))
+
+    def _start(self, make_job):
+        """Put ``make_job()`` in the slot and start it, unless a job is running (TrainingBusy)."""
+        with self._lock:
+            current = self._slot.job
+            if current is not None and not current.done:
+                raise TrainingBusy(self._busy_message(current))
+            job = make_job()
             self._slot = _Slot(job, self._slot.serial + 1)
         return job.start()
 

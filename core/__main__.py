@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def train_config(args) -> "TrainConfig":
+def train_config(args):
     """The run's configuration: a recipe (or the family's defaults) with the given options on top."""
     from dataclasses import replace
 
@@ -152,7 +152,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from core import preprocess
 
     pred = _predictor(args.model)
     failed = False

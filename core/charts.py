@@ -3,6 +3,9 @@
 No Streamlit here; pages call ``st.plotly_chart(fig, width="stretch")`` and tests assert on
 ``fig.data``. Colours are shared so every page looks alike: the theme's indigo for the thing that
 matters (the predicted digit, training curves), a muted grey for the rest.
+
+One picture is a Pillow image rather than a figure: ``boxed_digits`` draws labelled boxes over
+the visitor's own image (``st.image`` shows it crisp, at its size, with nothing to pan or zoom).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
+from PIL import Image, ImageDraw, ImageFont
 from plotly.subplots import make_subplots
 
 from core.config import IMAGE_SIZE, NUM_CLASSES
@@ -135,7 +139,10 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
     fig.update_xaxes(title_text="Training step (batch)", gridcolor=GRID, rangemode="tozero")
     fig.update_yaxes(gridcolor=GRID)
     fig.update_yaxes(title_text="Cross-entropy", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="Accuracy", tickformat=".0%", row=1, col=2)
+    accuracies = [v for v in _values(rows, "accuracy") + _values(val_rows, "val_accuracy") if v is not None]
+    # Whole percents repeat on a narrow range (a fine-tuning run moves between 98% and 100%).
+    narrow = bool(accuracies) and max(accuracies) - min(accuracies) < 0.05
+    fig.update_yaxes(title_text="Accuracy", tickformat=".1%" if narrow else ".0%", row=1, col=2)
     return fig
 
 
@@ -161,7 +168,8 @@ def class_distribution(counts: Sequence[int] | np.ndarray, *, title: str | None 
     ))
     _base_layout(fig, height=height, title=title)
     fig.update_xaxes(title_text="Digit", type="category", showgrid=False)
-    fig.update_yaxes(title_text="Images", gridcolor=GRID, range=[0, float(c.max()) * 1.15 if c.max() else 1])
+    fig.update_yaxes(title_text="Images", gridcolor=GRID, range=[0, float(c.max()) * 1.15 if c.max() else 1],
+                     dtick=1 if c.max() <= 10 else None)  # a few corrections: whole images, no "0.5"
     return fig
 
 
@@ -204,3 +212,60 @@ def digit_grid(images: np.ndarray, labels: Sequence[int] | np.ndarray, *, column
     _base_layout(fig, height=rows * tile_px + 40)
     fig.update_layout(margin=dict(l=4, r=4, t=24, b=4))
     return fig
+
+
+BOX_ON_DARK = VALIDATION  # amber reads well on the black drawing canvas
+BOX_ON_LIGHT = PRIMARY  # indigo on paper
+
+
+def boxed_digits(image: Image.Image | np.ndarray, boxes: Sequence[tuple[int, int, int, int]],
+                 labels: Sequence[str], *, side: int = 360, background: str = "white") -> Image.Image:
+    """A copy of an image, scaled to ``side`` pixels on its longer side, with a labelled
+    rectangle around each digit.
+
+    Args:
+        image: a PIL image of any mode, or a uint8 array ``(rows, cols)`` / ``(rows, cols, 3|4)``
+            (e.g. the drawing canvas' RGBA array).
+        boxes: ``(x, y, width, height)`` per digit in the image's pixels (x = column), as
+            ``core.multi.DigitReading.box`` gives them.
+        labels: the text drawn on each box (the digit read), one per box.
+        side: the longer side of the result, in pixels (the image is scaled up or down to it, so
+            lines and labels keep one size whatever the image's size).
+        background: colour under transparent pixels ("white" for paper, "black" for the canvas).
+
+    Returns:
+        A new RGB ``Image.Image``; the input is not modified. Boxes are amber on a dark image and
+        indigo on a light one.
+
+    Raises:
+        ValueError: a different number of boxes and labels, or an array that is not an image.
+    """
+    if len(boxes) != len(labels):
+        raise ValueError(f"Got {len(boxes)} boxes but {len(labels)} labels; pass one label per box.")
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)):
+            raise ValueError(f"Expected a uint8 (rows, cols[, 3|4]) image array, got {image.dtype} {image.shape}.")
+        image = Image.fromarray(image)
+    rgba = image.convert("RGBA")
+    picture = Image.alpha_composite(Image.new("RGBA", rgba.size, background), rgba).convert("RGB")
+    width, height = picture.size
+    scale = side / max(1, width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    picture = picture.resize(size, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+    dark = float(np.asarray(picture.convert("L"), np.float32).mean()) < 128
+    color = BOX_ON_DARK if dark else BOX_ON_LIGHT
+    draw = ImageDraw.Draw(picture)
+    line = max(2, round(side / 180))
+    font = ImageFont.load_default(size=max(12, round(side / 20)))
+    for (x, y, w, h), text in zip(boxes, labels):
+        x0, y0 = x * scale - line, y * scale - line
+        x1, y1 = (x + w) * scale + line, (y + h) * scale + line
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=line)
+        left, top, right, bottom = draw.textbbox((0, 0), str(text), font=font)
+        pad = 3
+        tag_h = bottom - top + 2 * pad
+        tag_y = y0 - tag_h if y0 - tag_h >= 0 else y1  # above the box, or below it at the top edge
+        tag_y = min(tag_y, size[1] - tag_h)
+        draw.rectangle((x0, tag_y, x0 + right - left + 2 * pad, tag_y + tag_h), fill=color)
+        draw.text((x0 + pad - left, tag_y + pad - top), str(text), fill="white" if not dark else "black", font=font)
+    return picture

@@ -6,7 +6,7 @@ Architectures are data (``ModelSpec``) passed to ``build_model``, as in keras-io
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from core.config import IMAGE_SIZE, NUM_CLASSES

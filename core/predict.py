@@ -5,9 +5,14 @@ A ``Predictor`` wraps one model read-only; it is safe to share between threads (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -21,8 +26,8 @@ class Prediction:
         image: the float32 (28, 28) input in [0, 1] the model saw, or None.
         message: why there is no digit (e.g. "no digit found: ..."), else "".
         is_digit: False when the "not a digit" detector (`core.novelty`) says the image is
-            probably not a digit (a letter, a scribble, a photo of a shoe); True otherwise,
-            including when no detector is available.
+            probably not a digit (a letter, a scribble, a photo of a shoe) or when no digit was
+            found; True otherwise, including when no detector is available.
     """
 
     digit: int | None
@@ -65,16 +70,29 @@ class Predictor:
 
     Args:
         model: a Keras model mapping (N, 28, 28, 1) float32 in [0, 1] to (N, 10) probabilities.
-        name: the store name, for display.
+        name: the store name, for display (and to find the model's "not a digit" detector file).
         meta: the model's store metadata, for display.
+        novelty: the "not a digit" detector (`core.novelty`): True to load ``NAME.novelty.npz``
+            from the configured store or fit it on first use (seconds; saved for next time),
+            False to switch it off (every ``is_digit`` is True), or a fitted ``NoveltyDetector``.
+        novelty_path: the detector file to use instead of the store's ``NAME.novelty.npz``.
     """
 
-    def __init__(self, model, name: str = "", meta: dict | None = None):
+    def __init__(self, model, name: str = "", meta: dict | None = None, *, novelty=True,
+                 novelty_path: str | Path | None = None):
         import tensorflow as tf
 
         self.model = model
         self.name = name
         self.meta = meta or {}
+        # "Not a digit" detector (core.novelty), built on first use: True (load NAME.novelty.npz
+        # from the configured store, else fit and save it), False (off: is_digit stays True), or
+        # a ready NoveltyDetector. `novelty_path` names the sidecar file explicitly.
+        self._novelty_setting = novelty
+        self._novelty_path = novelty_path
+        self._novelty_lock = threading.Lock()
+        self._novelty_parts: tuple | None = None
+        self._novelty_failed = novelty is False or novelty is None
         self._call = tf.function(
             lambda t: model(t, training=False),
             input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
@@ -96,11 +114,68 @@ class Predictor:
         out = [self._call(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
 
+    # --- "not a digit" ------------------------------------------------------------------------
+
+    def novelty(self):
+        """The "not a digit" detector and the feature runner it needs, built on first use.
+
+        Returns:
+            ``(runner, detector)`` (`core.novelty.FeatureRunner`, `core.novelty.NoveltyDetector`),
+            or None when the detector is off or cannot be built (a warning is logged once).
+        """
+        if self._novelty_parts is not None or self._novelty_failed:
+            return self._novelty_parts
+        with self._novelty_lock:
+            if self._novelty_parts is None and not self._novelty_failed:
+                try:
+                    self._novelty_parts = self._build_novelty()
+                except Exception as exc:  # noqa: BLE001 - a missing detector must never break reading
+                    self._novelty_failed = True
+                    log.warning("No \"not a digit\" detector for model %r (%s: %s); every input counts as a digit.",
+                                self.name or "(unnamed)", type(exc).__name__, exc)
+        return self._novelty_parts
+
+    def _build_novelty(self) -> tuple:
+        from core import novelty
+
+        runner = novelty.FeatureRunner(self.model)
+        if isinstance(self._novelty_setting, novelty.NoveltyDetector):
+            return runner, self._novelty_setting
+        path = self._novelty_path if self._novelty_path is not None else self._default_novelty_path()
+        return runner, novelty.load_or_fit(self.model, runner, path=path)
+
+    def _default_novelty_path(self) -> Path | None:
+        """``NAME.novelty.npz`` beside ``NAME.keras`` in the configured store, when that file exists."""
+        if not self.name:
+            return None
+        from core.novelty import sidecar_path
+        from core.store import ModelStore, StoreError
+
+        try:
+            keras_path = ModelStore().keras_path(self.name)
+        except StoreError:
+            return None
+        return sidecar_path(keras_path) if keras_path.is_file() else None
+
+    def _classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (N, 10), is_digit bool (N,)) for a (N, 28, 28, 1) batch, one model call."""
+        parts = self.novelty() if len(batch) else None
+        if parts is None:
+            return self.probabilities(batch), np.ones(len(batch), bool)
+        runner, detector = parts
+        features, probs = runner(batch)
+        try:
+            return probs, np.asarray(detector.is_digit(features, probs, batch), bool)
+        except Exception as exc:  # noqa: BLE001 - e.g. a detector file for another architecture
+            log.warning("The \"not a digit\" detector failed (%s: %s); treating the input as a digit.",
+                        type(exc).__name__, exc)
+            return probs, np.ones(len(batch), bool)
+
+    # --- predictions ----------------------------------------------------------------------------
+
     def predict_input(self, x28: np.ndarray) -> Prediction:
         """Classify one preprocessed (28, 28) float32 image."""
-        probs = self.probabilities(x28)[0]
-        digit = int(np.argmax(probs))
-        return Prediction(digit, float(probs[digit]), probs, np.asarray(x28, np.float32).reshape(28, 28))
+        return self.predict_inputs(np.asarray(x28, np.float32).reshape(1, 28, 28))[0]
 
     def predict_inputs(self, x: np.ndarray) -> list[Prediction]:
         """Classify several preprocessed images with one batched model call.
@@ -109,14 +184,17 @@ class Predictor:
             x: float32 (N, 28, 28) or (N, 28, 28, 1) inputs in [0, 1].
 
         Returns:
-            One `Prediction` per input, in order.
+            One `Prediction` per input, in order, with ``is_digit`` from the detector.
+
+        Raises:
+            ValueError: inputs of another shape.
         """
         batch = _as_batch(x)
-        probs = self.probabilities(batch)
+        probs, is_digit = self._classify(batch)
         out = []
-        for x28, p in zip(batch[..., 0], probs):
+        for x28, p, ok in zip(batch[..., 0], probs, is_digit):
             d = int(np.argmax(p))
-            out.append(Prediction(d, float(p[d]), p, x28))
+            out.append(Prediction(d, float(p[d]), p, x28, is_digit=bool(ok)))
         return out
 
     def read(self, source) -> Prediction:
@@ -133,7 +211,7 @@ class Predictor:
         try:
             x28 = preprocess.to_mnist(source)
         except preprocess.NoDigitError as exc:
-            return Prediction(None, 0.0, message=str(exc))
+            return Prediction(None, 0.0, message=str(exc), is_digit=False)
         return self.predict_input(x28)
 
     def read_many(self, sources: list) -> list[Prediction | Exception]:
@@ -146,15 +224,12 @@ class Predictor:
                 inputs.append(preprocess.to_mnist(src))
                 results.append(None)
             except preprocess.NoDigitError as exc:
-                results.append(Prediction(None, 0.0, message=str(exc)))
+                results.append(Prediction(None, 0.0, message=str(exc), is_digit=False))
             except ValueError as exc:  # ImageReadError included
                 results.append(exc)
         if inputs:
-            probs = self.probabilities(np.stack(inputs))
-            it = iter(zip(inputs, probs))
+            it = iter(self.predict_inputs(np.stack(inputs)))
             for i, r in enumerate(results):
                 if r is None:
-                    x28, p = next(it)
-                    d = int(np.argmax(p))
-                    results[i] = Prediction(d, float(p[d]), p, x28)
+                    results[i] = next(it)
         return results

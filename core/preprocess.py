@@ -559,7 +559,9 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
         # composite - background = alpha * (grey - backdrop) + (backdrop - composited background)
         offset = np.float32(backdrop - (bg_value * bg_a + backdrop * (1.0 - bg_a)))
         if isinstance(grey, float):
-            diff = alpha * np.float32(grey - backdrop)
+            # A box of one colour and one opacity gives scalars: make it the box's array again.
+            diff = np.array(np.broadcast_to(np.asarray(alpha, np.float32) * np.float32(grey - backdrop),
+                                            (bottom - top, right - left)), np.float32)
         else:
             diff = (grey - np.float32(backdrop)) * alpha
         if offset:

@@ -188,7 +188,10 @@ class ModelStore:
         if name == self.active_name(fallback=False):
             self.set_active(None)
         self.meta_path(name).unlink(missing_ok=True)
-        self.keras_path(name).unlink(missing_ok=True)
+        keras_path = self.keras_path(name)
+        keras_path.unlink(missing_ok=True)
+        # The model's "not a digit" detector (core.novelty.sidecar_path), if one was saved.
+        keras_path.with_name(name + ".novelty.npz").unlink(missing_ok=True)
 
     def clean_temporaries(self, older_than_s: float = 3600) -> int:
         """Remove leftovers of interrupted saves (hidden temp files older than ``older_than_s``)."""

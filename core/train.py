@@ -12,7 +12,7 @@ import math
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
 
 import numpy as np

@@ -1,22 +1,30 @@
-"""Draw a digit and see what the model reads, after every stroke."""
+"""Draw a digit (or a number) and see what the model reads, after every stroke."""
 
+import pandas as pd
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 import app_state
-from core.charts import probability_bar
+from core.charts import boxed_digits, probability_bar
+from core.multi import read_number
 
 CANVAS_PX = 280
+# Room for a few digits side by side when "Several digits" is on (same height, same brush); the
+# drawing column widens to hold it.
+CANVAS_WIDE_PX = 360
 # At 280 px a digit drawn ~200 px tall is shrunk ~10x to MNIST's 20 px box: a 20 px brush becomes
 # MNIST's 2-3 px stroke.
 STROKE_PX = 20
 CANVAS_KEY = "draw_canvas"
+SEEN_PX = 112
 
 entry = app_state.page("Draw", ":material/draw:", layout="wide")
 st.session_state.setdefault("draw_clears", 0)
+st.session_state.setdefault("draw_multi", False)
 
 st.title("Draw a digit")
-st.caption("Draw one digit, 0 to 9, with your mouse or finger. The prediction updates after every stroke.")
+st.caption("Draw one digit, 0 to 9, with your mouse or finger — or several side by side with "
+           "**Several digits** on. The prediction updates after every stroke.")
 entry = app_state.require_model(entry)
 
 
@@ -27,42 +35,95 @@ def _clear() -> None:
     st.session_state.pop(CANVAS_KEY, None)
 
 
+def show_digit(predictor, image) -> None:
+    """One digit: the answer, what the model saw, why, the probabilities, and a correction."""
+    try:
+        prediction = predictor.read(image)
+    except ValueError as exc:
+        app_state.show_error(exc, "This drawing cannot be read")
+        return
+    if prediction.digit is None:
+        st.info(f"Nothing to read yet ({prediction.message}). Draw a digit on the canvas.", icon=":material/draw:")
+        return
+    digit_col, conf_col, seen_col, why_col = st.columns([1, 1, 1, 1])
+    digit_col.metric("Predicted digit", str(prediction.digit))
+    conf_col.metric("Confidence", f"{prediction.confidence:.1%}")
+    seen_col.image(app_state.model_view(prediction.image, SEEN_PX), caption="What the model sees (28×28)")
+    app_state.why_image(predictor, prediction.image, prediction.digit, why_col, SEEN_PX)
+    if not prediction.is_digit:
+        app_state.not_a_digit_warning()
+    elif prediction.confidence < 0.6:
+        st.caption("The model is unsure. Try a larger, single, centred digit.")
+    app_state.why_caption(prediction.digit)
+    st.plotly_chart(probability_bar(prediction.probabilities), width="stretch", key="draw_probabilities")
+    app_state.correction_form([("", prediction.image, prediction.digit)], source="draw", model_name=entry.name,
+                              label_key="draw_correct_label", save_key="draw_correct_save")
+
+
+def show_number(predictor, image) -> None:
+    """Several digits: the number, each digit with its confidence, the boxes, and a correction."""
+    try:
+        reading = read_number(predictor, image)
+    except ValueError as exc:
+        app_state.show_error(exc, "This drawing cannot be read")
+        return
+    if not reading.digits:
+        st.info(f"Nothing to read yet ({reading.message}) Draw digits side by side on the canvas.",
+                icon=":material/draw:")
+        return
+    number_col, boxes_col = st.columns([1, 2])
+    number_col.metric("Number read", reading.number)
+    number_col.metric("Lowest confidence", f"{min(d.confidence for d in reading.digits):.1%}",
+                      help="The confidence of the digit the model is least sure of.")
+    labels = [str(d.digit) for d in reading.digits]
+    boxes_col.image(boxed_digits(image, [d.box for d in reading.digits], labels, side=320, background="black"),
+                    caption="The digits found, boxed left to right")
+    if not reading.is_digit:
+        app_state.not_a_digit_warning()
+    st.dataframe(pd.DataFrame({
+        "position": range(1, len(reading.digits) + 1), "digit": labels,
+        "confidence": [d.confidence for d in reading.digits],
+        "Digit?": ["yes" if d.is_digit else "no" for d in reading.digits],
+    }), hide_index=True, column_config={
+        "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
+        "Digit?": st.column_config.TextColumn("Digit?", help="'no': probably not a digit."),
+    })
+    app_state.digit_tiles(predictor, reading.digits)
+    targets = [(f"{i}. read as {d.digit}", d.image, d.digit) for i, d in enumerate(reading.digits, start=1)]
+    app_state.correction_form(targets, source="draw", model_name=entry.name, label_key="draw_correct_label",
+                              save_key="draw_correct_save", which_key="draw_correct_which")
+
+
 @st.fragment
 def draw_and_read() -> None:
-    draw_col, result_col = st.columns([2, 3], gap="large")
+    multi = bool(st.session_state["draw_multi"])
+    draw_col, result_col = st.columns([1, 1] if multi else [2, 3], gap="large")
     with draw_col:
         st.space("small")  # room for the canvas toolbar, which floats above the drawing
         canvas = st_canvas(
             stroke_width=STROKE_PX, stroke_color="#FFFFFF", background_color="#000000",
-            width=CANVAS_PX, height=CANVAS_PX, drawing_mode="freedraw", return_image_data=True,
-            initial_drawing={"objects": [], "clears": st.session_state["draw_clears"]}, key=CANVAS_KEY,
+            width=CANVAS_WIDE_PX if multi else CANVAS_PX, height=CANVAS_PX, drawing_mode="freedraw",
+            return_image_data=True, initial_drawing={"objects": [], "clears": st.session_state["draw_clears"]},
+            key=CANVAS_KEY,
         )
-        st.button("Clear", key="draw_clear", on_click=_clear, icon=":material/delete:")
+        clear_col, multi_col = st.columns(2, vertical_alignment="center")
+        clear_col.button("Clear", key="draw_clear", on_click=_clear, icon=":material/delete:")
+        multi_col.toggle("Several digits", key="draw_multi",
+                         help="Read a number written side by side, like 42: each digit is found, boxed and read.")
         st.caption("Undo and redo are in the toolbar above the canvas.")
 
     with result_col:
         strokes = (canvas.json_data or {}).get("objects") or []
         image = canvas.image_data if strokes else None
         if image is None:
-            st.info("Draw a digit on the black canvas to see what the model reads.", icon=":material/draw:")
+            what = "some digits side by side" if multi else "a digit"
+            st.info(f"Draw {what} on the black canvas to see what the model reads.", icon=":material/draw:")
             return
         predictor = app_state.require_predictor(entry)
-        try:
-            prediction = predictor.read(image)
-        except ValueError as exc:
-            app_state.show_error(exc, "This drawing cannot be read")
-            return
-        if prediction.digit is None:
-            st.info(f"Nothing to read yet ({prediction.message}). Draw a digit on the canvas.",
-                    icon=":material/draw:")
-            return
-        digit_col, conf_col, seen_col = st.columns([1, 1, 1])
-        digit_col.metric("Predicted digit", str(prediction.digit))
-        conf_col.metric("Confidence", f"{prediction.confidence:.1%}")
-        seen_col.image(app_state.model_view(prediction.image, 112), caption="What the model sees (28×28)")
-        if prediction.confidence < 0.6:
-            st.caption("The model is unsure. Try a larger, single, centred digit.")
-        st.plotly_chart(probability_bar(prediction.probabilities), width="stretch", key="draw_probabilities")
+        if multi:
+            show_number(predictor, image)
+        else:
+            show_digit(predictor, image)
 
 
 draw_and_read()

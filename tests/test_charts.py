@@ -6,7 +6,10 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from core.charts import MUTED, PRIMARY, VALIDATION, class_distribution, digit_grid, history_figure, probability_bar
+from PIL import Image
+
+from core.charts import (BOX_ON_DARK, BOX_ON_LIGHT, MUTED, PRIMARY, VALIDATION, boxed_digits, class_distribution,
+                         digit_grid, history_figure, probability_bar)
 
 
 def _probs(winner: int) -> np.ndarray:
@@ -82,6 +85,17 @@ def test_history_figure_during_the_first_epoch_has_no_validation_yet():
     assert len(empty.data) == 2 and len(empty.data[0].x or ()) == 0
 
 
+def test_class_distribution_of_a_few_images_has_whole_ticks():
+    assert class_distribution([0, 2, 0, 0, 0, 1, 0, 0, 0, 0]).layout.yaxis.dtick == 1
+    assert class_distribution([5923] * 10).layout.yaxis.dtick is None
+
+
+def test_history_figure_shows_tenths_of_a_percent_on_a_narrow_accuracy_range():
+    assert history_figure(*_history()).layout.yaxis2.tickformat == ".0%"  # 10% .. 99%: whole percents
+    fine_tune = [{"step": s, "epoch": 1, "loss": 0.5, "accuracy": 0.98 + s / 10000} for s in range(1, 101)]
+    assert history_figure(fine_tune, []).layout.yaxis2.tickformat == ".1%"  # 98% .. 99%: no repeated labels
+
+
 def test_class_distribution_has_one_bar_per_digit():
     counts = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     (bar,) = class_distribution(counts).data
@@ -105,3 +119,33 @@ def test_digit_grid_shows_each_image_with_its_label():
     assert np.array_equal(np.asarray(floats.data[1].z)[..., 0], images[1])
     with pytest.raises(ValueError, match="labels"):
         digit_grid(images, labels[:3])
+
+
+
+def _hex_rgb(color: str) -> tuple[int, int, int]:
+    return tuple(int(color[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def test_boxed_digits_draws_a_box_per_digit_on_a_scaled_copy():
+    paper = Image.new("L", (400, 100), 250)
+    out = boxed_digits(paper, [(20, 20, 60, 60), (220, 20, 60, 60)], ["2", "7"], side=200)
+    assert out.mode == "RGB" and out.size == (200, 50)
+    assert paper.getpixel((10, 10)) == 250  # the input is untouched
+    pixels = np.asarray(out)
+    box = np.all(pixels == _hex_rgb(BOX_ON_LIGHT), axis=2)
+    # Each box's left edge sits at its x / 2 (scaled), two digits apart, in indigo on paper.
+    assert box[:, 8:12].any() and box[:, 108:112].any() and not box[:, 60:100].any()
+
+
+def test_boxed_digits_uses_amber_on_the_black_canvas_and_composites_transparency():
+    canvas = np.zeros((280, 280, 4), np.uint8)  # fully transparent: the canvas' black shows through
+    out = boxed_digits(canvas, [(100, 100, 50, 80)], ["4"], side=280, background="black")
+    pixels = np.asarray(out)
+    assert pixels[5, 5].tolist() == [0, 0, 0]
+    assert np.all(pixels == _hex_rgb(BOX_ON_DARK), axis=2).any()
+
+
+@pytest.mark.parametrize("boxes, labels", [([(0, 0, 5, 5)], []), ([], ["1"])])
+def test_boxed_digits_wants_one_label_per_box(boxes, labels):
+    with pytest.raises(ValueError, match="one label per box"):
+        boxed_digits(Image.new("RGB", (10, 10)), boxes, labels)

@@ -1,12 +1,10 @@
 """The CLI's contracts: predict --json (one object per file, errors, no ink), evaluate, activate, list."""
 
-import io
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from PIL import Image
 

@@ -1,6 +1,5 @@
 """The bundled MNIST: checksum, layout, label counts, clear errors, training arrays."""
 
-import shutil
 
 import numpy as np
 import pytest

@@ -1,7 +1,5 @@
 """The shipped default model: accuracy floor, metadata, and the command the README gives."""
 
-import json
-import re
 
 import numpy as np
 import pytest

@@ -18,6 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 from tests.helpers_images import as_canvas, render_strokes
 
+NOT_A_DIGIT = "probably not a digit"
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "Home.py", *sorted((ROOT / "pages").glob("*.py"))]
 TIMEOUT = 60  # AppTest's default is 3 s; the first predictor load imports TensorFlow
@@ -65,6 +67,57 @@ def ink_on_paper_png(digit: np.ndarray, size: int = 200) -> bytes:
     return png_bytes(np.clip(np.rint(paper), 0, 255).astype(np.uint8))
 
 
+def number_on_paper_png(labels: list[int], height: int = 120) -> bytes:
+    """Real MNIST test digits (the first of each label) pasted left to right as dark ink on white paper,
+    each ``height`` pixels tall: "2026" written on a sheet."""
+    gap = height // 6
+    paper = np.full((height + 2 * gap, len(labels) * height + 2 * gap), 250.0, np.float32)
+    for i, label in enumerate(labels):
+        coverage = render_strokes(mnist_test_digit(label), height)
+        window = paper[gap:gap + height, gap + i * height:gap + (i + 1) * height]
+        window[...] = window * (1 - coverage) + 25.0 * coverage
+    return png_bytes(np.clip(np.rint(paper), 0, 255).astype(np.uint8))
+
+
+def number_on_canvas(labels: list[int], width: int = 360, height: int = 280) -> np.ndarray:
+    """MNIST test digits drawn side by side on the black drawing canvas: uint8 (height, width, 4) RGBA."""
+    full = np.zeros((height, width), np.float32)
+    step = width // len(labels)
+    size = min(int(height * 0.75), step + 20)
+    for i, label in enumerate(labels):
+        left = max(0, min(width - size, i * step + (step - size) // 2))
+        top = (height - size) // 2
+        window = full[top:top + size, left:left + size]
+        window[...] = np.maximum(window, render_strokes(mnist_test_digit(label), size))
+    ink = np.clip(np.rint(full * 255), 0, 255).astype(np.uint8)
+    canvas = np.zeros((height, width, 4), np.uint8)
+    canvas[..., :3] = ink[..., None]
+    canvas[..., 3] = 255
+    return canvas
+
+
+def letter_png(text: str = "A", size: int = 200) -> bytes:
+    """A capital letter rendered with Pillow's font, dark on white: not a digit."""
+    from PIL import ImageDraw, ImageFont
+
+    image = Image.new("L", (size, size), 250)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=int(size * 0.7))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    draw.text(((size - (right - left)) / 2 - left, (size - (bottom - top)) / 2 - top), text, fill=20, font=font)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def filled_rectangle_canvas(size: int = 280) -> np.ndarray:
+    """A solid white block on the black canvas (a scribbled-over area): not a digit."""
+    canvas = np.zeros((size, size, 4), np.uint8)
+    canvas[..., 3] = 255
+    canvas[60:220, 50:230, :3] = 255
+    return canvas
+
+
 def canvas_state(rgba: np.ndarray) -> dict:
     """What streamlit-drawable-canvas 0.13 keeps in ``st.session_state["draw_canvas"]`` after a stroke.
 
@@ -84,6 +137,10 @@ def metric(at: AppTest, label: str) -> str | None:
 
 def texts(elements) -> list[str]:
     return [e.value for e in elements]
+
+
+def image_captions(at: AppTest) -> list[str]:
+    return [caption for image in at.image for caption in image.captions]
 
 
 # --- smoke ---------------------------------------------------------------------------------------
@@ -208,6 +265,90 @@ def test_draw_clear_button_empties_the_canvas(app_env):
     assert any(i.startswith("Draw a digit") for i in texts(at.info))
 
 
+def test_draw_shows_why_the_model_read_the_digit(app_env):
+    at = app("pages/2_Draw.py").run()
+    at.session_state["draw_canvas"] = canvas_state(as_canvas(mnist_test_digit(2), np.random.default_rng(1),
+                                                             transparent=False))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    captions = image_captions(at)
+    assert "What the model sees (28×28)" in captions and "Why this digit" in captions
+    assert any("Why this digit" in c.value and "red" in c.value for c in at.caption)  # what the colours mean
+    assert not [w for w in texts(at.warning) if "heatmap" in w]
+
+
+def test_draw_multi_reads_a_number_and_an_empty_canvas_still_prompts(app_env):
+    at = app("pages/2_Draw.py").run()
+    assert not at.toggle(key="draw_multi").value
+    at.toggle(key="draw_multi").set_value(True).run()
+    assert not at.exception
+    assert any(i.startswith("Draw some digits") for i in texts(at.info))
+    at.session_state["draw_canvas"] = canvas_state(number_on_canvas([4, 2]))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert metric(at, "Number read") == "42"
+    assert metric(at, "Predicted digit") is None
+    digits = at.dataframe[0].value
+    assert list(digits["digit"]) == ["4", "2"] and digits["confidence"].between(0, 1).all()
+    assert any("boxed" in c for c in image_captions(at))
+
+    at.toggle(key="draw_multi").set_value(False).run()  # off: one digit, as before
+    assert metric(at, "Number read") is None and metric(at, "Predicted digit") is not None
+
+
+def test_draw_says_when_it_is_probably_not_a_digit(app_env):
+    at = app("pages/2_Draw.py").run()
+    at.session_state["draw_canvas"] = canvas_state(filled_rectangle_canvas())
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert metric(at, "Predicted digit") is not None  # the metrics stay...
+    assert any(NOT_A_DIGIT in w for w in texts(at.warning))  # ...and the page says it
+
+
+def test_saving_a_correction_from_draw_stores_it_and_train_lists_and_deletes_it(app_env):
+    from core import config
+    from core.corrections import CorrectionStore
+
+    store = CorrectionStore()
+    assert store.path.parent == config.app_data_dir() and str(store.path).startswith(os.environ["DIGITS_DATA_DIR"])
+    at = app("pages/2_Draw.py").run()
+    at.session_state["draw_canvas"] = canvas_state(as_canvas(mnist_test_digit(2), np.random.default_rng(1),
+                                                             transparent=False))
+    at.run()
+    assert metric(at, "Predicted digit") == "2"
+    assert at.button(key="draw_correct_save").disabled  # nothing picked yet
+    assert any("28×28" in c.value and "not stored" in c.value for c in at.caption)  # what is stored
+    at.selectbox(key="draw_correct_label").set_value(5).run()
+    at.button(key="draw_correct_save").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, texts(at.error)
+    assert any("Saved correction" in s for s in texts(at.success))
+    assert at.selectbox(key="draw_correct_label").value is None  # ready for the next one
+
+    rows = store.list()
+    assert len(rows) == 1
+    (row,) = rows
+    assert (row.label, row.predicted, row.source, row.model) == (5, 2, "draw", "test-mlp")
+    assert row.image.shape == (28, 28) and row.image.max() > 200  # the 28x28 the model saw, not the canvas
+
+    at.switch_page("pages/1_Train.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert metric(at, "Corrections") == "1"
+    (table,) = [d.value for d in at.dataframe if "right digit" in d.value.columns]
+    assert list(table["id"]) == [row.id] and list(table["right digit"]) == [5]
+    assert list(table["source"]) == ["drawn"] and list(table["model"]) == ["test-mlp"]
+    assert not at.button(key="train_finetune").disabled
+    assert [b.label for b in at.get("download_button") if "Export" in b.label] == ["Export as .npz", "Export as CSV"]
+
+    at.multiselect(key="train_corrections_selected").set_value([row.id]).run()
+    at.button(key="train_corrections_delete").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert store.count() == 0
+    assert any("Deleted 1 correction" in s for s in texts(at.success))
+    assert any("No corrections yet" in i for i in texts(at.info))
+    assert at.button(key="train_finetune").disabled
+
+
 # --- Upload ------------------------------------------------------------------------------------------
 
 def test_upload_reads_a_photographed_seven(app_env):
@@ -238,6 +379,51 @@ def test_upload_unreadable_file_gets_its_own_error_and_others_are_answered(app_e
     assert table["digit"].iloc[1] == 7 and table["digit"].isna().iloc[[0, 2]].all()
     assert "no digit found" in table["note"].iloc[2]
     assert [b.label for b in at.get("download_button")] == ["Download as CSV"]
+
+
+def test_upload_multi_reads_2026_and_boxes_the_digits(app_env):
+    at = app("pages/3_Upload.py").run()
+    assert not at.toggle(key="upload_multi").value
+    at.toggle(key="upload_multi").set_value(True)
+    at.file_uploader(key="upload_files").set_value([("year.png", number_on_paper_png([2, 0, 2, 6]), "image/png")])
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, texts(at.error)
+    assert metric(at, "Number read") == "2026"
+    digits = at.dataframe[0].value
+    assert list(digits["digit"]) == ["2", "0", "2", "6"]
+    captions = image_captions(at)
+    assert any(c.startswith("The digits found, boxed") for c in captions)
+    assert sum(c.startswith(f"{n}. why") for c in captions for n in range(1, 5)) == 4  # a heatmap per digit
+    assert at.selectbox(key="upload_correct_which_0").value == 0  # which digit to correct
+
+
+def test_upload_shows_the_heatmap_and_stores_a_correction(app_env):
+    from core.corrections import CorrectionStore
+
+    at = app("pages/3_Upload.py").run()
+    at.file_uploader(key="upload_files").set_value([("seven.png", ink_on_paper_png(mnist_test_digit(7)), "image/png")])
+    at.run()
+    assert metric(at, "Predicted digit") == "7"
+    captions = image_captions(at)
+    assert "What the model sees" in captions and "Why this digit" in captions
+    at.selectbox(key="upload_correct_label_0").set_value(1).run()
+    at.button(key="upload_correct_save_0").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    rows = CorrectionStore().list()
+    assert [(r.label, r.predicted, r.source) for r in rows] == [(1, 7, "upload")]
+
+
+def test_upload_says_when_an_image_is_probably_not_a_digit(app_env):
+    at = app("pages/3_Upload.py").run()
+    files = [("letter.png", letter_png("A"), "image/png"),
+             ("seven.png", ink_on_paper_png(mnist_test_digit(7)), "image/png")]
+    at.file_uploader(key="upload_files").set_value(files).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert len([m for m in at.metric if m.label == "Predicted digit"]) == 2  # the metrics stay
+    assert len([w for w in texts(at.warning) if NOT_A_DIGIT in w]) == 1
+    table = at.dataframe[0].value
+    assert list(table["Digit?"]) == ["no", "yes"]
 
 
 # --- Train ------------------------------------------------------------------------------------------
@@ -327,3 +513,55 @@ def test_training_manager_allows_one_job_and_only_the_owner_stops_it(empty_store
         job.join(120)
     assert job.state == "stopped" and manager.snapshot()["state"] == "stopped"
     assert not manager.running()
+
+
+
+# --- Corrections and fine-tuning ------------------------------------------------------------------------
+
+def _wait_for_finetune(at: AppTest, seconds: float = 300) -> AppTest:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        if not any(h.value == "Fine-tuning in progress" for h in at.subheader):
+            return at
+        time.sleep(0.5)
+    raise AssertionError("fine-tuning did not finish in time")
+
+
+@pytest.mark.slow
+def test_finetune_on_corrections_runs_in_the_training_slot_and_saves_a_model(app_env, tmp_path, monkeypatch):
+    from core.corrections import CorrectionStore
+    from core.store import ModelStore
+
+    models = tmp_path / "store"
+    shutil.copytree(app_env, models)  # the fixture store is shared: fine-tune into a copy
+    monkeypatch.setenv("DIGITS_MODELS_DIR", str(models))
+    corrections = CorrectionStore()
+    for label in (3, 5, 8):
+        corrections.add(mnist_test_digit(label, 1), label, None, "upload", "test-mlp")
+
+    at = app("pages/1_Train.py").run()
+    assert metric(at, "Corrections") == "3"
+    at.button(key="train_finetune").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, texts(at.error)
+    assert any(h.value == "Fine-tuning in progress" for h in at.subheader)
+    assert at.button(key="train_submit").disabled  # the one slot is taken: no training meanwhile
+
+    at = _wait_for_finetune(at)
+    assert any("Fine-tuning finished" in s for s in texts(at.success)), texts(at.error) + texts(at.warning)
+    assert metric(at, "Corrections read right, after").endswith("%")
+    assert metric(at, "MNIST test accuracy").endswith("%")
+    assert any("test-mlp" in c.value and "3 corrections" in c.value for c in at.caption)
+    new = [n for n in ModelStore(models).list().names() if n.startswith("mlp-finetuned-")]
+    assert len(new) == 1 and ModelStore(models).meta(new[0])["base_model"] == "test-mlp"
+    at.button(key="train_finetune_use_model").click().run()
+    assert at.session_state["model_name"] == new[0]
+
+
+def test_finetune_needs_corrections(empty_store_env):
+    import app_state
+
+    with pytest.raises(ValueError, match="no corrections"):
+        app_state.TrainingManager().start_finetune("test-mlp", owner="alice")

@@ -404,6 +404,19 @@ def test_grey_alpha_png_with_dark_ink(digits):
     assert similarity(pp.to_mnist(hi.encode(image, "PNG")), pp.to_mnist(digit)) > 0.95
 
 
+@pytest.mark.parametrize("ink", [(0, 0, 0, 255), (20, 20, 90, 200)])
+def test_one_solid_shape_on_a_transparent_canvas(ink):
+    """A box of a single colour and a single opacity (a solid bar, no anti-aliasing) on a
+    transparent background: the canvas path and a PNG upload both read it, no TypeError."""
+    canvas = np.zeros((280, 280, 4), np.uint8)
+    canvas[60:220, 130:150] = ink
+    x = pp.to_mnist(canvas)
+    assert x.shape == (28, 28) and x.dtype == np.float32 and x.max() == pytest.approx(1.0)
+    assert x[:, 12:16].sum() > 0.9 * x.sum()  # an upright bar in the middle
+    data = hi.encode(Image.fromarray(canvas, mode="RGBA"), "PNG")
+    assert similarity(pp.to_mnist(data), x) > 0.95
+
+
 def test_one_bit_png(digits):
     digit = digits[0][6]
     data = hi.encode(Image.fromarray(digit < 128).convert("1"), "PNG")

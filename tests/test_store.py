@@ -1,7 +1,6 @@
 """The model store: save, list, load, activate, atomic saves, corrupt and unsafe files."""
 
 import json
-import os
 import zipfile
 
 import numpy as np

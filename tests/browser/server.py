@@ -98,6 +98,24 @@ def healthy(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def _die_with_parent():
+    """A ``preexec_fn`` asking the kernel to SIGTERM the server when the process that started it dies
+    (pytest or a benchmark killed by a timeout never runs its clean-up, and the server lives in its
+    own session, so it would be orphaned). Linux only; elsewhere None (no such guard)."""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved now, not in the forked child
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_pdeathsig() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return set_pdeathsig
+
+
 def start_server(port: int, env: dict | None = None, *, log_path: Path | str | None = None,
                  timeout: float = 60.0, script: str = "Home.py") -> Server:
     """Run ``streamlit run <script>`` on 127.0.0.1:``port`` and wait until its health check answers.
@@ -135,7 +153,7 @@ def start_server(port: int, env: dict | None = None, *, log_path: Path | str | N
     log = open(log_path, "wb")
     started = time.perf_counter()
     process = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, start_new_session=True)
+                               stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent())
     log.close()
     server = Server(process, port, log_path, started, dict(env or {}))
     deadline = started + timeout
