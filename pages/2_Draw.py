@@ -73,7 +73,7 @@ def show_number(predictor, image) -> None:
         return
     number_col, boxes_col = st.columns([1, 2])
     number_col.metric("Number read", reading.number)
-    number_col.metric("Lowest confidence", f"{min(d.confidence for d in reading.digits):.1%}",
+    number_col.metric("Least sure", f"{min(d.confidence for d in reading.digits):.1%}",
                       help="The confidence of the digit the model is least sure of.")
     labels = [str(d.digit) for d in reading.digits]
     boxes_col.image(boxed_digits(image, [d.box for d in reading.digits], labels, side=320, background="black"),
@@ -106,7 +106,7 @@ def draw_and_read() -> None:
             return_image_data=True, initial_drawing={"objects": [], "clears": st.session_state["draw_clears"]},
             key=CANVAS_KEY,
         )
-        clear_col, multi_col = st.columns(2, vertical_alignment="center")
+        clear_col, multi_col = st.columns([2, 3], vertical_alignment="center")
         clear_col.button("Clear", key="draw_clear", on_click=_clear, icon=":material/delete:")
         multi_col.toggle("Several digits", key="draw_multi",
                          help="Read a number written side by side, like 42: each digit is found, boxed and read.")

@@ -146,7 +146,7 @@ def number_card(i: int, name: str, image, reading) -> None:
         shown.image(thumb, caption=f"Uploaded ({image.width}×{image.height})")
         note.info(reading.message.capitalize() if reading.message else "No digit found.")
         return
-    shown, numbers = st.columns([2.2, 1], gap="medium")
+    shown, numbers = st.columns([1.7, 1], gap="medium")
     labels = [str(d.digit) for d in reading.digits]
     with shown:
         st.image(boxed_digits(image, [d.box for d in reading.digits], labels, side=BOXED_PX),
