@@ -85,6 +85,10 @@ class Predictor:
         self.model = model
         self.name = name
         self.meta = meta or {}
+        # Confidence calibration fitted at training time (core.calibrate); 1.0 leaves them as they are.
+        from core.calibrate import temperature_of
+
+        self.temperature = temperature_of(self.meta)
         # "Not a digit" detector (core.novelty), built on first use: True (load NAME.novelty.npz
         # from the configured store, else fit and save it), False (off: is_digit stays True), or
         # a ready NoveltyDetector. `novelty_path` names the sidecar file explicitly.
@@ -184,13 +188,18 @@ class Predictor:
             x: float32 (N, 28, 28) or (N, 28, 28, 1) inputs in [0, 1].
 
         Returns:
-            One `Prediction` per input, in order, with ``is_digit`` from the detector.
+            One `Prediction` per input, in order, with ``is_digit`` from the detector and the
+            probabilities calibrated by the model's ``temperature`` (`core.calibrate`).
 
         Raises:
             ValueError: inputs of another shape.
         """
         batch = _as_batch(x)
         probs, is_digit = self._classify(batch)
+        if self.temperature != 1.0:
+            from core.calibrate import apply_temperature
+
+            probs = apply_temperature(probs, self.temperature)
         out = []
         for x28, p, ok in zip(batch[..., 0], probs, is_digit):
             d = int(np.argmax(p))

@@ -123,6 +123,7 @@ class TrainResult:
     stopped: bool
     param_count: int
     data_sha256: str
+    temperature: float = 1.0  # fitted on the held-out validation images (core.calibrate); 1.0 without them
 
 
 ProgressHook = Callable[[Progress], None]
@@ -303,7 +304,14 @@ def train(cfg: TrainConfig, *, hook: ProgressHook | None = None, stop: threading
     seconds = time.perf_counter() - t0
     stopped = bool(stop is not None and stop.is_set())
     acc = None if stopped else test_accuracy(model, split.x_test, split.y_test)
-    return TrainResult(cfg, model, history, acc, seconds, stopped, int(model.count_params()), mnist.sha256)
+    temperature = 1.0
+    if not stopped and len(split.y_val):
+        from core.calibrate import fit_temperature
+        from core.predict import batch_probabilities
+
+        temperature = fit_temperature(batch_probabilities(model, split.x_val), split.y_val)
+    return TrainResult(cfg, model, history, acc, seconds, stopped, int(model.count_params()), mnist.sha256,
+                       temperature)
 
 
 # --- background job --------------------------------------------------------------------------------
@@ -416,6 +424,8 @@ def result_meta(result: TrainResult, *, command: str | None = None, shipped: boo
         "data_sha256": result.data_sha256,
         "history": {"epoch": result.history["epoch"], "batch": _thin(result.history["batch"])},
         "layers": layer_summary(result.model),
+        # Shown confidences are softmax(logits / temperature) (core.calibrate); the digit never changes.
+        "temperature": result.temperature,
     }
     if command:
         meta["command"] = command
