@@ -377,11 +377,14 @@ def _in_main_thread() -> bool:
 
 def load_predictor(models_dir: Path | None = None, model: str = DEFAULT_MODEL):
     """A Predictor on ``model`` from ``models_dir`` (default: the repository's store)."""
+    from core.novelty import sidecar_path
     from core.predict import Predictor
     from core.store import ModelStore
 
     store = ModelStore(models_dir if models_dir is not None else ROOT / "models")
-    return Predictor(store.load(model), name=model, meta=store.meta(model))
+    # The "not a digit" detector beside the model in THIS store (never the configured one).
+    return Predictor(store.load(model), name=model, meta=store.meta(model),
+                     novelty_path=sidecar_path(store.keras_path(model)))
 
 
 def summarize(records: list[dict], peak_rss_mb: float | None) -> dict:
@@ -465,6 +468,7 @@ def _main(argv: list[str]) -> int:
     # worker
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     predictor = load_predictor(args.models_dir, args.model)
+    predictor.novelty()  # read (or fit) the detector before the clock starts on the first file
     run_rows(read_manifest(args.folder), args.folder, predictor,
              emit=lambda r: print(json.dumps(r, ensure_ascii=True), flush=True))
     return 0
