@@ -162,3 +162,36 @@ def upload_png(digit: np.ndarray, size: int = 200) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(grey).convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+# --- processes -------------------------------------------------------------------------------------
+
+def _proc_children() -> dict[int, list[int]]:
+    """Every live process' children, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def process_tree_cpu_s(pid: int, skip: tuple[int, ...] = ()) -> float:
+    """User + system CPU seconds of a process and its live descendants (all threads), leaving out the
+    subtrees rooted at ``skip``; from /proc (Linux). Descendants that already exited are not counted."""
+    children = _proc_children()
+    ticks, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in skip:
+            continue
+        todo.extend(children.get(p, []))
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")

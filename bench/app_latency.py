@@ -1,0 +1,465 @@
+"""What a visitor waits for in the real app: the served Streamlit app driven in Debian's Chromium.
+
+Run from the repository root (several minutes; it starts its own servers on free ports, on a
+temporary copy of ``models/``, so the real model store is never touched)::
+
+    python bench/app_latency.py
+    python bench/app_latency.py --train-epochs 2   # shorter training comparison
+
+Figures (the last line of output is one JSON object with them):
+
+``home_s``
+    Server start (process spawned) -> health check answered -> the Home page rendered (its title and
+    the model card's metrics shown) in a browser tab opened before the server was started. Goal:
+    <= 3 s. Also ``health_s`` and ``home_title_s`` (the parts up to the health check and to the
+    title), ``home_server_cpu_s`` (the server's CPU seconds by then: robust to a loaded machine) and
+    ``home_warm_s`` (Home opened in a new context once the server is warm: request -> metrics shown).
+    Home must not import TensorFlow: ``home_imports_tensorflow`` says whether the server had loaded
+    it once Home had finished running (from /proc/PID/maps).
+``first_prediction_s``
+    On a second, fresh server: server start -> /Draw opened -> a 7 drawn with the mouse -> its answer
+    (the "Predicted digit" metric) shown. Includes TensorFlow's import and the model load.
+    ``first_stroke_to_prediction_s`` is the part from the mouseup that ends the stroke.
+``stroke_to_prediction_p50_ms`` (and ``_p90_ms``, ``_max_ms``)
+    Warm page: digits 0-9 twice (22 strokes; the canvas cleared between digits). Before each stroke
+    the page is settled (no rerun running, no stale element, output unchanged for 300 ms); each
+    stroke is timed on the browser's clock from its mouseup to the first moment the page shows an
+    answer that differs from the one before the stroke (metric values, alert texts and the 28x28
+    "what the model sees" image, seen by a MutationObserver; the transient empty result column
+    in between does not count). Goal: p50 <= 300 ms. ``draw_correct`` counts the digits read right.
+    ``stroke_to_first_change_p50_ms`` is the first change of any output (tests/browser/server.py's
+    ``draw_stroke`` figure), for comparison.
+``rss_mb_1``, ``rss_mb_10``
+    Resident memory (MiB) of the server process and all its children (/proc), with 1 open session
+    (the Draw page above, model loaded) and with 10 (9 more browser contexts on /Draw, each with a
+    digit drawn and read: ``sessions_answered``).
+``train_page_overhead``
+    The same training run (MLP 256-128, ``--train-epochs`` epochs, 60,000 images of which 10% for
+    validation, batch 128, peak learning rate 0.003, seed 0) from the CLI (``python -m core train
+    ...``, its ``train_seconds``) and from the Train page, with the page open and its live panel and
+    chart redrawn every second (the saved model's ``train_seconds``). Both figures are the same
+    ``core.train.train`` clock (``fit`` only: no data loading, no test evaluation). Runs go CLI, page,
+    page, CLI, so a linear drift of the machine's load hits both sides alike;
+    ``train_page_overhead = mean(page) / mean(CLI) - 1``. ``train_same_config`` checks the stored
+    hyperparameters of all four runs are identical (if not, the overhead is null).
+    On this machine the browser runs on the same CPUs as the server: ``train_page_browser_cpu_s``
+    is the CPU seconds Chromium, Playwright's driver and this script used during a page run (mean),
+    a cost a real visitor's browser would not put on the server. ``train_page_server_cpu_s`` is the
+    server's CPU seconds over a page run (mean): training plus the live panel's redraws.
+
+The machine is a shared 2-core CPU: absolute times move with its load (printed). Needs Playwright
+for Python and /usr/bin/chromium; never downloads a browser. Every server it starts is stopped at
+the end (also on an error or SIGTERM); the temporary folder is removed after a successful run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402  (sets TF_CPP_MIN_LOG_LEVEL and puts the repo root on sys.path)
+from common import emit_json, load_1min, pct, process_tree_cpu_s, say  # noqa: E402
+
+from tests.browser.server import (  # noqa: E402
+    DIGIT_STROKES,
+    PREDICTED,
+    app_env,
+    clear_canvas,
+    draw_stroke,
+    free_port,
+    launch_chromium,
+    metric_value,
+    open_draw_page,
+    process_tree_rss_mb,
+    start_server,
+)
+
+ROOT = common.ROOT
+VIEWPORT = {"width": 1280, "height": 900}
+GOAL_HOME_S = 3.0
+GOAL_STROKE_P50_MS = 300.0
+GOAL_TRAIN_OVERHEAD = 0.10
+STROKE_DIGITS = list(range(10)) * 2
+FIRST_DIGIT = 7
+EXTRA_SESSIONS = 9
+COLD_TIMEOUT_MS = 180_000
+TRAIN = {"family": "mlp", "hidden": "256,128", "epochs": 5, "train_size": 60000, "batch_size": 128, "lr": 0.003,
+         "val_fraction": 0.1, "seed": 0}
+
+# --- page probes -----------------------------------------------------------------------------------
+
+# The main area's output: image sources, metric values, alert texts; plus whether a rerun is going on
+# (elements marked stale, or Streamlit's status widget, which only shows for reruns over 0.5 s).
+_OUTPUT_JS = """() => {
+  const main = document.querySelector('[data-testid="stMain"]');
+  if (!main) return null;
+  const pick = (sel, f) => [...main.querySelectorAll(sel)].map(f);
+  return {imgs: pick('img', e => e.src), metrics: pick('[data-testid="stMetricValue"]', e => e.textContent),
+          alerts: pick('[data-testid="stAlert"]', e => e.textContent),
+          busy: main.querySelector('[data-stale="true"]') !== null
+                || document.querySelector('[data-testid="stStatusWidget"]') !== null};
+}"""
+
+# True once no rerun is visible and the output has not changed for `quiet` ms.
+_SETTLED_JS = """(quiet) => {
+  const out = (OUTPUT)();
+  const now = performance.now();
+  if (!out || out.busy) { window.__settle = null; return false; }
+  const key = JSON.stringify(out);
+  if (!window.__settle || window.__settle.key !== key) { window.__settle = {key, since: now}; return false; }
+  return now - window.__settle.since >= quiet;
+}""".replace("OUTPUT", _OUTPUT_JS)
+
+# Arms a one-shot probe: the browser-clock time of the next mouseup, and of the first moment after it
+# that the page shows an answer (a metric or a message) different from the one shown when armed.
+_ARM_ANSWER_JS = """() => {
+  const output = (OUTPUT);
+  const answer = () => {
+    const o = output();
+    if (!o || (!o.metrics.length && !o.alerts.length)) return null;  // e.g. the result column being rebuilt
+    return JSON.stringify([o.metrics, o.alerts, o.imgs.slice(0, 1)]);
+  };
+  const probe = {up: null, at: null, before: answer(), value: null};
+  window.__answer = probe;
+  document.addEventListener('mouseup', () => { if (probe.up === null) probe.up = performance.now(); },
+                            {capture: true, once: true});
+  const obs = new MutationObserver(() => {
+    if (probe.up === null || probe.at !== null) return;
+    const now = answer();
+    if (now !== null && now !== probe.before) { probe.at = performance.now(); probe.value = now; obs.disconnect(); }
+  });
+  obs.observe(document.querySelector('[data-testid="stMain"]'),
+              {subtree: true, childList: true, attributes: true, characterData: true});
+  probe.stop = () => obs.disconnect();
+}""".replace("OUTPUT", _OUTPUT_JS)
+
+
+def settle(page, quiet_ms: int = 300, timeout_ms: int = 120_000) -> None:
+    """Wait until no rerun shows on the page and its output has not changed for ``quiet_ms``."""
+    page.evaluate("() => { window.__settle = null; }")
+    page.wait_for_function(_SETTLED_JS, arg=quiet_ms, polling=50, timeout=timeout_ms)
+
+
+def timed_stroke(page, points, timeout_ms: int = 60_000) -> dict:
+    """Settle the page, draw one stroke (``draw_stroke``) and wait for the answer to it.
+
+    Returns:
+        ``answer_ms``: mouseup -> the page shows a new answer (browser clock); ``first_change_ms``:
+        mouseup -> first change of any output (``draw_stroke``'s figure); ``lag_s``: how long ago, on
+        the browser's clock, the answer appeared when this returned.
+    """
+    settle(page)
+    page.evaluate(_ARM_ANSWER_JS)
+    try:
+        first = draw_stroke(page, points, timeout_ms=timeout_ms)
+        page.wait_for_function("() => window.__answer.at !== null", polling=50, timeout=timeout_ms)
+    finally:
+        page.evaluate("() => window.__answer && window.__answer.stop()")
+    got = page.evaluate("() => ({ms: window.__answer.at - window.__answer.up, "
+                        "lag: performance.now() - window.__answer.at})")
+    return {"answer_ms": got["ms"], "first_change_ms": first, "lag_s": got["lag"] / 1000.0}
+
+
+def timed_digit(page, digit: int, timeout_ms: int = 60_000) -> list[dict]:
+    return [timed_stroke(page, stroke, timeout_ms) for stroke in DIGIT_STROKES[digit]]
+
+
+def read_digit(page) -> str | None:
+    value = metric_value(page, PREDICTED)
+    return value.inner_text().strip() if value.count() == 1 else None
+
+
+def tensorflow_loaded(pid: int) -> bool:
+    """Whether the process has TensorFlow's native library mapped (i.e. imported it)."""
+    try:
+        return "tensorflow" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def new_page(browser):
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(120_000)
+    return context, context.new_page()
+
+
+def wait_home(page) -> tuple[float, float]:
+    """perf_counter() times at which Home's title, then its model card's metrics, are shown."""
+    page.locator('[data-testid="stMain"] h1').first.wait_for(timeout=COLD_TIMEOUT_MS)
+    t_title = time.perf_counter()
+    page.locator('[data-testid="stMain"] [data-testid="stMetric"]').first.wait_for(timeout=COLD_TIMEOUT_MS)
+    return t_title, time.perf_counter()
+
+
+# --- the measurements ------------------------------------------------------------------------------
+
+def measure_home(browser, env: dict, logs: Path) -> dict:
+    context, page = new_page(browser)  # the browser side is ready before the server starts
+    server = None
+    try:
+        server = start_server(free_port(), env, timeout=120, log_path=logs / "home-server.log")
+        t_health = time.perf_counter()
+        page.goto(server.url)
+        t_title, t_card = wait_home(page)
+        server_cpu = process_tree_cpu_s(server.pid)
+        settle(page, 500)
+        tf = tensorflow_loaded(server.pid)
+        context.close()
+        context, page = new_page(browser)  # Home again: server warm, new session
+        t0 = time.perf_counter()
+        page.goto(server.url)
+        warm = wait_home(page)[1] - t0
+    finally:
+        context.close()
+        if server is not None:
+            server.stop()
+    t_start = server.started_at
+    return {"home_s": t_card - t_start, "health_s": t_health - t_start, "home_title_s": t_title - t_start,
+            "home_server_cpu_s": server_cpu, "home_warm_s": warm, "home_imports_tensorflow": tf}
+
+
+def measure_first_prediction(server, page) -> dict:
+    open_draw_page(page, server.url, timeout_ms=COLD_TIMEOUT_MS)
+    strokes = timed_digit(page, FIRST_DIGIT, timeout_ms=COLD_TIMEOUT_MS)
+    t_answer = time.perf_counter() - strokes[-1]["lag_s"]
+    settle(page)
+    return {"first_prediction_s": t_answer - server.started_at,
+            "first_stroke_to_prediction_s": strokes[-1]["answer_ms"] / 1000.0,
+            "first_digit_read": read_digit(page)}
+
+
+def measure_strokes(page) -> dict:
+    answer, first, correct = [], [], 0
+    for digit in STROKE_DIGITS:
+        clear_canvas(page)
+        for s in timed_digit(page, digit):
+            answer.append(s["answer_ms"])
+            first.append(s["first_change_ms"])
+        settle(page)
+        correct += read_digit(page) == str(digit)
+    return {"stroke_to_prediction_p50_ms": pct(answer, 50), "stroke_to_prediction_p90_ms": pct(answer, 90),
+            "stroke_to_prediction_max_ms": max(answer), "stroke_to_first_change_p50_ms": pct(first, 50),
+            "strokes": len(answer), "draw_correct": f"{correct}/{len(STROKE_DIGITS)}"}
+
+
+def measure_memory(browser, server) -> dict:
+    time.sleep(1.0)
+    rss_1 = process_tree_rss_mb(server.pid)
+    extra, answered = [], 0
+    try:
+        for _ in range(EXTRA_SESSIONS):
+            ctx, pg = new_page(browser)
+            extra.append(ctx)
+            open_draw_page(pg, server.url)
+            timed_digit(pg, 1)
+            settle(pg)
+            answered += read_digit(pg) is not None
+        time.sleep(1.0)
+        rss_10 = process_tree_rss_mb(server.pid)
+    finally:
+        for ctx in extra:
+            ctx.close()
+    return {"rss_mb_1": rss_1, "rss_mb_10": rss_10, "sessions_answered": f"{1 + answered}/{1 + EXTRA_SESSIONS}"}
+
+
+def train_cli(workdir: Path, tag: str) -> dict:
+    models = workdir / "cli-models"
+    env = os.environ | {"DIGITS_MODELS_DIR": str(models), "DIGITS_DATA_DIR": str(workdir / "cli-data"),
+                        "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("DIGITS_ACTIVE_MODEL", None)
+    a = TRAIN
+    cmd = [sys.executable, "-m", "core", "train", "--family", a["family"], "--hidden", a["hidden"],
+           "--epochs", str(a["epochs"]), "--train-size", str(a["train_size"]), "--batch-size", str(a["batch_size"]),
+           "--lr", str(a["lr"]), "--val-fraction", str(a["val_fraction"]), "--seed", str(a["seed"]),
+           "--name", f"bench-cli-{tag}"]
+    out = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    name = json.loads(out.stdout.strip().splitlines()[-1])["model"]
+    meta = json.loads((models / f"{name}.json").read_text(encoding="utf-8"))
+    return {"train_seconds": float(meta["train_seconds"]), "hyperparameters": meta.get("hyperparameters")}
+
+
+def set_slider(page, key: str, text: str) -> str:
+    """Move a select_slider with the keyboard (Home, then Right) until it shows ``text``."""
+    slider = page.locator(f'.st-key-{key} input[type="range"]')
+    slider.focus()
+    page.keyboard.press("Home")
+    for _ in range(20):
+        shown = slider.get_attribute("aria-valuetext") or ""
+        if shown == text:
+            break
+        page.keyboard.press("ArrowRight")
+    return shown
+
+
+_SAVED_AS_JS = """(known) => {
+  const ok = document.querySelector('[data-testid="stMain"] [data-testid="stAlertContentSuccess"]');
+  const m = ok && ok.textContent.trim().match(/saved as (\\S+?)\\.?$/);
+  return m && !known.includes(m[1]) ? m[1] : null;
+}"""
+
+
+def train_page(browser, server, models_dir: Path) -> dict:
+    """One run from the Train page (new session), the page kept open until it finishes."""
+    known = sorted(p.stem for p in models_dir.glob("*.json"))
+    context, page = new_page(browser)
+    try:
+        page.goto(f"{server.url}/Train")
+        page.get_by_role("button", name="Start training").wait_for(timeout=COLD_TIMEOUT_MS)
+        settle(page, 500)
+        page.get_by_text("MLP (dense layers)").click()
+        hidden = page.get_by_role("textbox", name="Hidden layers")
+        hidden.wait_for()
+        settle(page, 500)
+        hidden.fill(TRAIN["hidden"])
+        page.locator(".st-key-train_epochs input").fill(str(TRAIN["epochs"]))
+        page.locator(".st-key-train_lr input").fill(f"{TRAIN['lr']:.4f}")
+        page.locator(".st-key-train_val_fraction input").fill(f"{TRAIN['val_fraction']:.2f}")
+        size = set_slider(page, "train_size", f"{TRAIN['train_size']:,}")
+        batch = set_slider(page, "train_batch_size", str(TRAIN["batch_size"]))
+        if size != f"{TRAIN['train_size']:,}" or batch != str(TRAIN["batch_size"]):
+            raise RuntimeError(f"Train page sliders read {size!r} images, batch {batch!r}")
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("Training in progress").first.wait_for(timeout=COLD_TIMEOUT_MS)
+        browser_cpu0, server_cpu0 = process_tree_cpu_s(os.getpid(), skip=(server.pid,)), process_tree_cpu_s(server.pid)
+        name = page.wait_for_function(_SAVED_AS_JS, arg=known, polling=250, timeout=1_200_000).json_value()
+        browser_cpu = process_tree_cpu_s(os.getpid(), skip=(server.pid,)) - browser_cpu0
+        server_cpu = process_tree_cpu_s(server.pid) - server_cpu0
+        settle(page, 300)
+        shown = metric_value(page, "Training time").inner_text()
+    finally:
+        context.close()
+    meta = json.loads((models_dir / f"{name}.json").read_text(encoding="utf-8"))
+    return {"train_seconds": float(meta["train_seconds"]), "hyperparameters": meta.get("hyperparameters"),
+            "model": name, "shown": shown, "browser_cpu_s": browser_cpu, "server_cpu_s": server_cpu}
+
+
+def measure_training(browser, server, workdir: Path, models_dir: Path) -> dict:
+    say(f"training {TRAIN} from the CLI, the Train page twice, the CLI again…")
+    runs = []
+    for kind, tag in (("cli", "a"), ("page", "1"), ("page", "2"), ("cli", "b")):
+        run = train_cli(workdir, tag) if kind == "cli" else train_page(browser, server, models_dir)
+        run["kind"] = kind
+        runs.append(run)
+        extra = (f" (shown as {run['shown']!r}; model {run['model']}; CPU during the run: server "
+                 f"{run['server_cpu_s']:.1f} s, browser {run['browser_cpu_s']:.1f} s)" if kind == "page" else "")
+        say(f"  {'CLI' if kind == 'cli' else 'Train page'}: train_seconds {run['train_seconds']:.2f}{extra}")
+    cli = [r["train_seconds"] for r in runs if r["kind"] == "cli"]
+    page = [r["train_seconds"] for r in runs if r["kind"] == "page"]
+    same = all(r["hyperparameters"] == runs[0]["hyperparameters"] for r in runs)
+    if not same:
+        say("  WARNING: the runs' configurations differ: " + "; ".join(
+            f"{r['kind']}: {r['hyperparameters']}" for r in runs))
+    cli_s, page_s = sum(cli) / len(cli), sum(page) / len(page)
+    overhead = page_s / cli_s - 1 if same else None
+    say(f"train_page_overhead: page {page_s:.2f} s / CLI {cli_s:.2f} s - 1 = "
+        + (f"{overhead:+.1%}" if overhead is not None else "n/a (different configurations)")
+        + f" [goal <= {GOAL_TRAIN_OVERHEAD:.0%}]")
+    return {"train_same_config": same, "train_cli_s": cli_s, "train_page_s": page_s, "train_cli_runs_s": cli,
+            "train_page_runs_s": page, "train_page_overhead": overhead,
+            "train_page_browser_cpu_s": sum(r["browser_cpu_s"] for r in runs if r["kind"] == "page") / len(page),
+            "train_page_server_cpu_s": sum(r["server_cpu_s"] for r in runs if r["kind"] == "page") / len(page),
+            "train_epochs": TRAIN["epochs"], "train_size": TRAIN["train_size"]}
+
+
+# --- main --------------------------------------------------------------------------------------------
+
+def _sigterm(signum, _frame):
+    raise SystemExit(128 + signum)  # run the clean-ups (servers, browser) when `timeout` stops us
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--train-epochs", type=int, default=TRAIN["epochs"],
+                    help=f"epochs of each training run (default {TRAIN['epochs']})")
+    args = ap.parse_args(argv)
+    TRAIN["epochs"] = args.train_epochs
+    signal.signal(signal.SIGTERM, _sigterm)
+
+    import streamlit
+    from playwright.sync_api import sync_playwright
+
+    say(f"machine: {os.cpu_count()} CPUs, load average {', '.join(f'{v:.2f}' for v in os.getloadavg())}; "
+        f"Python {platform.python_version()}, Streamlit {streamlit.__version__}; Chromium /usr/bin/chromium")
+    workdir = Path(tempfile.mkdtemp(prefix="app-latency-"))
+    env = app_env(ROOT / "models", workdir)
+    models_dir = Path(env["DIGITS_MODELS_DIR"])
+    logs = workdir / "logs"
+    figures: dict = {"load_1min_start": load_1min()}
+    ok = False
+    try:
+        with sync_playwright() as playwright:
+            browser = launch_chromium(playwright)
+            try:
+                # 1. Home, cold server.
+                figures.update(measure_home(browser, env, logs))
+                say(f"home: server start -> Home rendered {figures['home_s']:.2f} s (health check answered after "
+                    f"{figures['health_s']:.2f} s, title shown after {figures['home_title_s']:.2f} s; server CPU "
+                    f"{figures['home_server_cpu_s']:.1f} s) [goal <= {GOAL_HOME_S:.0f} s]; TensorFlow loaded: "
+                    f"{figures['home_imports_tensorflow']}; Home again on the warm server: "
+                    f"{figures['home_warm_s']:.2f} s")
+
+                # 2-5 on another cold server, kept to the end.
+                server = start_server(free_port(), env, timeout=120, log_path=logs / "server.log")
+                try:
+                    context, page = new_page(browser)
+                    first = measure_first_prediction(server, page)
+                    figures.update(first)
+                    say(f"first prediction: server start -> {FIRST_DIGIT} drawn -> answer shown "
+                        f"{first['first_prediction_s']:.2f} s ({first['first_stroke_to_prediction_s']:.2f} s of it "
+                        f"from the end of the stroke; read {first['first_digit_read']!r})")
+
+                    strokes = measure_strokes(page)
+                    figures.update(strokes)
+                    say(f"warm strokes: {strokes['strokes']} strokes, end of stroke -> new answer p50 "
+                        f"{strokes['stroke_to_prediction_p50_ms']:.0f} ms, p90 "
+                        f"{strokes['stroke_to_prediction_p90_ms']:.0f} ms, "
+                        f"max {strokes['stroke_to_prediction_max_ms']:.0f} ms "
+                        f"[goal p50 <= {GOAL_STROKE_P50_MS:.0f} ms] "
+                        f"(first change of any output: p50 {strokes['stroke_to_first_change_p50_ms']:.0f} ms); "
+                        f"digits read right {strokes['draw_correct']}")
+
+                    memory = measure_memory(browser, server)
+                    figures.update(memory)
+                    say(f"server memory (RSS, process + children): {memory['rss_mb_1']:.0f} MiB with 1 session, "
+                        f"{memory['rss_mb_10']:.0f} MiB with {1 + EXTRA_SESSIONS} (sessions showing an answer: "
+                        f"{memory['sessions_answered']})")
+                    context.close()
+
+                    figures.update(measure_training(browser, server, workdir, models_dir))
+                finally:
+                    server.stop()
+            finally:
+                browser.close()
+        ok = True
+    finally:
+        if ok:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            say(f"(temporary folder with the servers' logs kept: {workdir})")
+
+    figures["load_1min_end"] = load_1min()
+    say(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    overhead = figures["train_page_overhead"]
+    figures["goals_met"] = {
+        "home_s": figures["home_s"] <= GOAL_HOME_S,
+        "home_imports_tensorflow": not figures["home_imports_tensorflow"],
+        "stroke_to_prediction_p50_ms": figures["stroke_to_prediction_p50_ms"] <= GOAL_STROKE_P50_MS,
+        "train_page_overhead": None if overhead is None else overhead <= GOAL_TRAIN_OVERHEAD,
+    }
+    emit_json(figures)
+
+
+if __name__ == "__main__":
+    main()
