@@ -95,8 +95,9 @@ for e in models.entries:
             st.dataframe(pd.DataFrame(layers), hide_index=True, height=35 * (len(layers) + 1) + 3,
                          column_config={"parameters": st.column_config.NumberColumn(format="localized")})
         history = e.meta.get("history") or {}
-        if history.get("batch"):
-            st.markdown("**Training curves**")
+        # Drawn on request: a Plotly chart per model, even in a closed expander, delays the whole
+        # Home page by a second or two on a small machine (bench/app_latency.py, home_s).
+        if history.get("batch") and st.toggle("Show the training curves", key=f"home_show_curves_{e.name}"):
             st.plotly_chart(_curves(str(e.path.parent), e.name, str(e.meta.get("created", "")), history),
                             width="stretch", key=f"home_curves_{e.name}")
         if e.meta.get("command"):

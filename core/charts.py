@@ -31,7 +31,7 @@ MARGIN = dict(l=8, r=8, t=36, b=8)
 
 def _base_layout(fig: go.Figure, *, height: int, title: str | None = None) -> go.Figure:
     fig.update_layout(
-        template="plotly_white", height=height, margin=MARGIN, font=FONT,
+        height=height, margin=MARGIN, font=FONT,
         title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
         showlegend=False, hoverlabel=dict(font_size=12),
     )
@@ -61,16 +61,18 @@ def probability_bar(probs: Sequence[float] | np.ndarray, highlight: int | None =
     if not 0 <= winner < NUM_CLASSES:
         raise ValueError(f"highlight must be a digit 0..9, got {highlight}.")
     colors = [PRIMARY if d == winner else MUTED for d in range(NUM_CLASSES)]
-    fig = go.Figure(go.Bar(
-        x=[str(d) for d in range(NUM_CLASSES)], y=p.tolist(), marker_color=colors,
+    # One constructor call (validated once): this chart is redrawn after every stroke on Draw.
+    return go.Figure(data=[dict(
+        type="bar", x=[str(d) for d in range(NUM_CLASSES)], y=p.tolist(), marker=dict(color=colors),
         text=[f"{v:.0%}" if v >= 0.005 else "" for v in p], textposition="outside", cliponaxis=False,
         hovertemplate="digit %{x}: %{y:.2%}<extra></extra>",
+    )], layout=dict(
+        height=height, margin=MARGIN, font=FONT, showlegend=False, hoverlabel=dict(font_size=12),
+        title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
+        xaxis=dict(title=dict(text="Digit"), type="category", showgrid=False),
+        yaxis=dict(title=dict(text="Probability"), range=[0, 1.12], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1],
+                   gridcolor=GRID),
     ))
-    _base_layout(fig, height=height, title=title)
-    fig.update_xaxes(title_text="Digit", type="category", showgrid=False)
-    fig.update_yaxes(title_text="Probability", range=[0, 1.12], tickformat=".0%", tickvals=[0, 0.25, 0.5, 0.75, 1],
-                     gridcolor=GRID)
-    return fig
 
 
 def _thin(rows: list[dict], limit: int) -> list[dict]:
@@ -107,43 +109,47 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
         training loss, validation loss, training accuracy, validation accuracy (validation traces
         only when there are validation values). Dotted vertical lines mark epoch ends.
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy"), horizontal_spacing=0.12)
+    # Built as one plain specification and validated once: plotly's make_subplots/update_* calls
+    # cost ~90 ms per figure, and the live Train page redraws this figure every couple of seconds.
     rows = _thin(sorted(batches, key=lambda r: r["step"]), max_points)
     steps = [int(r["step"]) for r in rows]
     val_rows = [r for r in epochs if r.get("val_loss") is not None]
+    traces = []
     for col, key, fmt in ((1, "loss", ".4f"), (2, "accuracy", ".2%")):
-        fig.add_trace(go.Scatter(
-            x=steps, y=_values(rows, key), mode="lines", name="Training (per batch)",
+        axes = dict(xaxis="x" if col == 1 else "x2", yaxis="y" if col == 1 else "y2")
+        traces.append(dict(
+            type="scatter", x=steps, y=_values(rows, key), mode="lines", name="Training (per batch)",
             line=dict(color=PRIMARY, width=2), legendgroup="train", showlegend=col == 1,
-            hovertemplate=f"step %{{x}}<br>training {key} %{{y:{fmt}}}<extra></extra>",
-        ), row=1, col=col)
+            hovertemplate=f"step %{{x}}<br>training {key} %{{y:{fmt}}}<extra></extra>", **axes,
+        ))
         if val_rows:
-            fig.add_trace(go.Scatter(
-                x=[int(r["step"]) for r in val_rows], y=_values(val_rows, f"val_{key}"), mode="lines+markers",
-                name="Validation (per epoch)", line=dict(color=VALIDATION, width=2, dash="dot"),
+            traces.append(dict(
+                type="scatter", x=[int(r["step"]) for r in val_rows], y=_values(val_rows, f"val_{key}"),
+                mode="lines+markers", name="Validation (per epoch)", line=dict(color=VALIDATION, width=2, dash="dot"),
                 marker=dict(size=9, color=VALIDATION, line=dict(color="white", width=1.5)),
                 legendgroup="val", showlegend=col == 1,
                 hovertemplate=f"epoch %{{customdata}}<br>validation {key} %{{y:{fmt}}}<extra></extra>",
-                customdata=[int(r["epoch"]) for r in val_rows],
-            ), row=1, col=col)
+                customdata=[int(r["epoch"]) for r in val_rows], **axes,
+            ))
     last_step = steps[-1] if steps else 0
-    for r in epochs:
-        if 0 < int(r["step"]) < last_step:
-            fig.add_vline(x=int(r["step"]), line=dict(color="#9CA3AF", width=1, dash="dot"), row=1, col="all")
-    _base_layout(fig, height=height)
-    fig.update_layout(
-        showlegend=True, margin=dict(l=8, r=8, t=56, b=8),
-        legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
-    )
-    fig.update_annotations(font=dict(size=14))
-    fig.update_xaxes(title_text="Training step (batch)", gridcolor=GRID, rangemode="tozero")
-    fig.update_yaxes(gridcolor=GRID)
-    fig.update_yaxes(title_text="Cross-entropy", rangemode="tozero", row=1, col=1)
+    # Epoch ends inside the run, dotted, on both subplots.
+    boundary = dict(type="line", y0=0, y1=1, line=dict(color="#9CA3AF", width=1, dash="dot"))
+    shapes = [boundary | dict(x0=int(r["step"]), x1=int(r["step"]), xref=xref, yref=f"{yref} domain")
+              for r in epochs if 0 < int(r["step"]) < last_step for xref, yref in (("x", "y"), ("x2", "y2"))]
     accuracies = [v for v in _values(rows, "accuracy") + _values(val_rows, "val_accuracy") if v is not None]
     # Whole percents repeat on a narrow range (a fine-tuning run moves between 98% and 100%).
     narrow = bool(accuracies) and max(accuracies) - min(accuracies) < 0.05
-    fig.update_yaxes(title_text="Accuracy", tickformat=".1%" if narrow else ".0%", row=1, col=2)
-    return fig
+    x_axis = dict(title=dict(text="Training step (batch)"), gridcolor=GRID, rangemode="tozero")
+    titles = [dict(text=text, x=x, xref="paper", y=1.0, yref="paper", xanchor="center", yanchor="bottom",
+                   showarrow=False, font=dict(size=14)) for text, x in (("Loss", 0.22), ("Accuracy", 0.78))]
+    return go.Figure(data=traces, layout=dict(
+        height=height, font=FONT, hoverlabel=dict(font_size=12), annotations=titles, shapes=shapes,
+        showlegend=True, margin=dict(l=8, r=8, t=56, b=8),
+        legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
+        xaxis=dict(x_axis, domain=[0.0, 0.44], anchor="y"), xaxis2=dict(x_axis, domain=[0.56, 1.0], anchor="y2"),
+        yaxis=dict(title=dict(text="Cross-entropy"), gridcolor=GRID, rangemode="tozero", anchor="x"),
+        yaxis2=dict(title=dict(text="Accuracy"), gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
+    ))
 
 
 def class_distribution(counts: Sequence[int] | np.ndarray, *, title: str | None = "Images per digit",

@@ -218,7 +218,7 @@ def confusion_heatmap(cm: np.ndarray | Sequence[Sequence[int]], *, title: str | 
                        "(%{customdata[1]:.1%} of the %{y}s)<extra></extra>"),
     ))
     fig.update_layout(
-        template="plotly_white", height=height, margin=dict(MARGIN, t=40 if title else 8), font=FONT,
+        height=height, margin=dict(MARGIN, t=40 if title else 8), font=FONT,
         title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
     )
     fig.update_xaxes(title_text="Predicted digit", type="category", side="bottom", showgrid=False)
@@ -259,7 +259,7 @@ def per_class_bars(precision: Sequence[float] | np.ndarray, recall: Sequence[flo
     low = float(min(p.min(), r.min()))
     floor = max(0.0, math.floor((low - 0.02) * 50) / 50)  # a step of 2 points below the lowest bar
     fig.update_layout(
-        template="plotly_white", height=height, margin=dict(MARGIN, t=56 if title else 30), font=FONT,
+        height=height, margin=dict(MARGIN, t=56 if title else 30), font=FONT,
         title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
         barmode="group", bargap=0.25, showlegend=True,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=1, xanchor="right"),

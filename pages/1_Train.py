@@ -19,6 +19,8 @@ DEFAULT_HIDDEN = {"cnn": "256", "mlp": ",".join(map(str, DEFAULT_MLP_HIDDEN))}
 TRAIN_SIZES = [1000, 3000, 6000, 10000, 20000, 30000, 45000, 60000]
 BATCH_SIZES = [32, 64, 128, 256, 512, 1024]
 ACTIVE_STATES = ("running", "stopping")
+LIVE_REFRESH_S = 2.0  # seconds between redraws of the live progress panel
+LIVE_MAX_POINTS = 300  # per-batch points drawn per curve while training
 
 entry = app_state.page("Train", ":material/model_training:", layout="wide")
 owner = app_state.init_session()
@@ -217,7 +219,8 @@ with form_col:
 
 def _curves(snap: dict, key: str) -> None:
     if snap["batches"]:
-        st.plotly_chart(history_figure(snap["batches"], snap["epochs"]), width="stretch", key=key)
+        st.plotly_chart(history_figure(snap["batches"], snap["epochs"], max_points=LIVE_MAX_POINTS),
+                        width="stretch", key=key)
         st.caption("Training values are running means over the current epoch; validation is measured "
                    "at the end of each epoch." + (" Fine-tuning holds no images out for validation."
                                                   if _is_finetune(snap) else ""))
@@ -232,7 +235,9 @@ def _prefix(snap: dict) -> str:
     return "train_finetune" if _is_finetune(snap) else "train"
 
 
-@st.fragment(run_every=1.0)
+# Every 2 s: live enough for a progress bar and curves, and half the redraw work of 1 s (on a
+# 2-core server each redraw takes CPU from the training thread; bench/app_latency.py measures it).
+@st.fragment(run_every=LIVE_REFRESH_S)
 def live_panel() -> None:
     snap = manager.snapshot()
     if snap is None or snap["state"] not in ACTIVE_STATES:
