@@ -4,7 +4,6 @@ import pandas as pd
 import streamlit as st
 
 import app_state
-from core.charts import history_figure
 
 entry = app_state.page("Home", ":material/draw:")
 
@@ -82,7 +81,10 @@ st.dataframe(
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _curves(root: str, name: str, created: str, _history: dict):
-    # Keyed by model identity, not by the (large) history itself.
+    # Keyed by model identity, not by the (large) history itself. Plotly is imported only here:
+    # Home's first render waits for nothing it does not show.
+    from core.charts import history_figure
+
     return history_figure(_history.get("batch", []), _history.get("epoch", []), height=280)
 
 
