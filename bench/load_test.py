@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import CANVAS_SIZE, emit_json, load_1min, pct, say  # noqa: E402
+from bench.common import CANVAS_SIZE, emit_json, load_1min, pct, process_tree_cpu_s, say  # noqa: E402
 from tests.browser.server import (  # noqa: E402
     _CANVAS_INK_JS,
     CHROMIUM,
@@ -132,44 +132,12 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     return text
 
 
-def _children() -> dict[int, list[int]]:
-    """Every live process' children, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def tree_cpu_s(pid: int, children: dict[int, list[int]] | None = None, skip: tuple[int, ...] = ()) -> float:
-    """User + system CPU seconds of a process and its live descendants (all threads), minus the
-    subtrees rooted at ``skip``; from /proc."""
-    children = _children() if children is None else children
-    ticks, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        if p in skip:
-            continue
-        todo.extend(children.get(p, []))
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_split(server_pid: int | None) -> dict[str, float]:
     """CPU seconds so far of the server's tree (when this process started it), of the browser side
     (this process and its other descendants: Playwright's driver and Chromium) and of the machine."""
-    children = _children()
-    out = {"browser": tree_cpu_s(os.getpid(), children, skip=(server_pid,) if server_pid else ())}
+    out = {"browser": process_tree_cpu_s(os.getpid(), skip=(server_pid,) if server_pid else ())}
     if server_pid:
-        out["server"] = tree_cpu_s(server_pid, children)
+        out["server"] = process_tree_cpu_s(server_pid)
     out["machine"] = machine_busy_s()
     return out
 
