@@ -170,6 +170,8 @@ def test_detector_file_beside_the_model_is_reused_and_not_listed(trained_store, 
 
     root = tmp_path / "models"
     shutil.copytree(trained_store, root)
+    for sidecar in root.glob("*" + novelty.SIDECAR_SUFFIX):  # saved there by tests run earlier (app pages)
+        sidecar.unlink()
     monkeypatch.setenv(config.MODELS_DIR_ENV, str(root))
     store = ModelStore(root)
     names = store.list().names()
@@ -191,6 +193,8 @@ def test_detector_file_beside_the_model_is_reused_and_not_listed(trained_store, 
     assert not [p for p in root.iterdir() if p.name.startswith(".")], "no temporary file left"
     Predictor(model, name="test-mlp").read(np.eye(28, dtype=np.float32))
     assert len(fits) == 1, "the saved detector was not reused"
+    store.delete("test-mlp")
+    assert not path.exists(), "deleting a model leaves its detector behind"
 
 
 def test_broken_detector_never_breaks_reading(trained_store, tmp_path, monkeypatch, caplog):
