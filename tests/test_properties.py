@@ -256,7 +256,8 @@ def header_fields(data: bytes) -> list[tuple[int, int, str]]:
     elif fmt == "TIFF":
         order = "<" if data[:2] == b"II" else ">"
         fields += [(4, 4, order)]
-        (ifd,) = struct.unpack(order + "I", data[4:8])
+        # A file truncated by an earlier mutation may end inside the header.
+        (ifd,) = struct.unpack(order + "I", data[4:8]) if len(data) >= 8 else (len(data),)
         if ifd + 2 <= len(data):
             (count,) = struct.unpack(order + "H", data[ifd:ifd + 2])
             for i in range(min(count, 20)):
