@@ -94,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # Sanity: every path gives the same answer on the same input.
     read = predictor.read(canvas)
-    ref_probs = np.asarray(model.predict(x_predict, verbose=0))[0]
+    from core.calibrate import apply_temperature
+
+    # The read path shows calibrated probabilities; calibrate the reference alike to compare them.
+    ref_probs = apply_temperature(np.asarray(model.predict(x_predict, verbose=0)), predictor.temperature)[0]
     say(f"canvas (280x280 RGBA, a {canvas_label}): read -> {read.digit} ({read.confidence:.3f}); "
         f"model.predict -> {int(np.argmax(ref_probs))}; max |prob diff| {np.abs(read.probabilities - ref_probs).max():.1e}")
     up = predictor.read(upload)
