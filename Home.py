@@ -1,6 +1,5 @@
 """Landing page: what the app does, the model in use, links to the pages, the models in the store."""
 
-import pandas as pd
 import streamlit as st
 
 import app_state
@@ -50,6 +49,10 @@ for problem in models.problems.values():
 if not models.entries:
     st.info("No models yet.")
     st.stop()
+
+# pandas (~0.5 s to import) is imported only here, after the title and the model card have been
+# sent to the browser: the first thing a visitor sees does not wait for it.
+import pandas as pd  # noqa: E402
 
 default = app_state.default_name(models)
 rows = []
