@@ -20,6 +20,7 @@ import numpy as np
 from core.config import IMAGE_SIZE, NUM_CLASSES
 from core.data import Split, cached_mnist, to_model_input
 from core.model import ModelSpec, default_spec
+from core.calibrate import temperature_of
 from core.train import ProgressHook, TrainConfig, TrainResult, fit, result_meta, test_accuracy
 
 DEFAULT_MNIST_MIX = 10_000
@@ -197,6 +198,8 @@ def finetune(
                 "mnist_mix": int(mnist_mix), "correction_share": round(len(y_fix) * repeats / max(1, len(y_train)), 4)}
     return FinetuneResult(
         cfg, model, history, test_acc, seconds, stopped, int(model.count_params()), mnist.sha256,
+        # Same network, same label smoothing, a few epochs more: the base model's calibration still holds.
+        temperature=temperature_of(base_meta),
         base_model=base_name, corrections=int(len(y_fix)), repeats=repeats, mnist_mix=int(mnist_mix),
         corrections_accuracy_before=before, corrections_accuracy_after=after,
         base_test_accuracy=float(base_acc) if isinstance(base_acc, (int, float)) else None, settings=settings,

@@ -264,7 +264,7 @@ def test_finetune_reports_progress_and_never_touches_the_base(tiny_model, tmp_pa
     y = np.arange(10, dtype=np.uint8)
     seen = []
     result = finetune(tiny_model, x, y, mnist_mix=300, epochs=1, batch_size=64, augment=False, hook=seen.append,
-                      base_name="tiny", base_meta={"family": "mlp", "test_accuracy": 0.1})
+                      base_name="tiny", base_meta={"family": "mlp", "test_accuracy": 0.1, "temperature": 0.6})
     assert result.repeats == 6 and result.settings["correction_share"] == pytest.approx(60 / 360, abs=1e-4)
     assert [p.kind for p in seen].count("epoch") == 1 and seen[-1].fraction == 1.0
     assert result.test_accuracy is not None and 0 <= result.corrections_accuracy_after <= 1
@@ -275,6 +275,7 @@ def test_finetune_reports_progress_and_never_touches_the_base(tiny_model, tmp_pa
     assert name.startswith("mlp-finetuned-")
     meta = ModelStore(tmp_path / "models").meta(name)
     assert meta["base_model"] == "tiny" and meta["corrections"] == 10 and meta["finetuned"] is True
+    assert meta["temperature"] == 0.6  # the base model's calibration is carried over
     assert meta["hyperparameters"]["finetune"]["repeats"] == 6
     assert meta["hyperparameters"]["finetune"]["base_test_accuracy"] == 0.1
     assert meta["test_accuracy"] == result.test_accuracy and meta["history"]["epoch"]
