@@ -274,6 +274,30 @@ class _Piece:
                       max(self.y1, other.y1), self.mass + other.mass, self.parts + other.parts)
 
 
+def _merge_until_stable(pieces: list[_Piece], same, *, by_x: bool = False) -> list[_Piece]:
+    """Merge the first pair of pieces for which ``same(a, b)`` holds, again and again until no pair
+    does. With ``by_x`` the pieces are kept sorted by left edge and only pairs whose columns
+    overlap are tried."""
+    merged = True
+    while merged:
+        merged = False
+        if by_x:
+            pieces.sort(key=lambda p: p.x0)
+        for i, a in enumerate(pieces):
+            for j in range(i + 1, len(pieces)):
+                b = pieces[j]
+                if by_x and b.x0 >= a.x1:
+                    break
+                if same(a, b):
+                    pieces[i] = a.merged(b)
+                    del pieces[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return pieces
+
+
 def _overlap(a0: int, a1: int, b0: int, b1: int) -> int:
     return min(a1, b1) - max(a0, b0)
 
@@ -360,23 +384,7 @@ class _Layout:
 
     @staticmethod
     def _join(majors: list[_Piece]) -> list[_Piece]:
-        joined = True
-        while joined:
-            joined = False
-            majors.sort(key=lambda p: p.x0)
-            for i, a in enumerate(majors):
-                for j in range(i + 1, len(majors)):
-                    b = majors[j]
-                    if b.x0 >= a.x1:
-                        break
-                    if _one_digit(a, b):
-                        majors[i] = a.merged(b)
-                        del majors[j]
-                        joined = True
-                        break
-                if joined:
-                    break
-        return majors
+        return _merge_until_stable(majors, _one_digit, by_x=True)
 
     def _join_candidates(self) -> list[tuple[int, int]]:
         """Neighbouring digit candidates that may be the strokes of one digit: close, of unlike
@@ -402,21 +410,12 @@ class _Layout:
     def _chain(self, minor: list[_Piece]) -> list[_Piece]:
         """Join small pieces lying within `CHAIN_REACH` line heights of each other (a dotted stroke)."""
         reach = max(2, int(round(CHAIN_REACH * self.line)))
-        chained = True
-        while chained:
-            chained = False
-            for i, a in enumerate(minor):
-                for j in range(i + 1, len(minor)):
-                    b = minor[j]
-                    if (_gap(a, b) <= reach and max(0, max(a.y0, b.y0) - min(a.y1, b.y1)) <= reach
-                            and self._distance(a, b, reach) <= reach):
-                        minor[i] = a.merged(b)
-                        del minor[j]
-                        chained = True
-                        break
-                if chained:
-                    break
-        return minor
+
+        def near(a: _Piece, b: _Piece) -> bool:
+            return (_gap(a, b) <= reach and max(0, max(a.y0, b.y0) - min(a.y1, b.y1)) <= reach
+                    and self._distance(a, b, reach) <= reach)
+
+        return _merge_until_stable(minor, near)
 
     def _options(self, chain: _Piece, typical: float, majors: list[_Piece]) -> list[int]:
         """Digits (indices into `majors`) a chain may belong to, likeliest first; -1 stands for

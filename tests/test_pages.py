@@ -428,15 +428,20 @@ def test_upload_says_when_an_image_is_probably_not_a_digit(app_env):
 
 # --- Train ------------------------------------------------------------------------------------------
 
-def _wait_until_done(at: AppTest, seconds: float = 180) -> AppTest:
+def _wait_while(at: AppTest, subheader: str, seconds: float, what: str) -> AppTest:
+    """Rerun the page until ``subheader`` is gone (a run in progress ended), failing on any exception."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         at.run()
         assert not at.exception, [e.message for e in at.exception]
-        if not any(h.value == "Training in progress" for h in at.subheader):
+        if not any(h.value == subheader for h in at.subheader):
             return at
         time.sleep(0.5)
-    raise AssertionError("training did not finish in time")
+    raise AssertionError(f"{what} did not finish in time")
+
+
+def _wait_until_done(at: AppTest, seconds: float = 180) -> AppTest:
+    return _wait_while(at, "Training in progress", seconds, "training")
 
 
 def test_train_form_starts_a_job_that_saves_a_model(empty_store_env):
@@ -519,14 +524,7 @@ def test_training_manager_allows_one_job_and_only_the_owner_stops_it(empty_store
 # --- Corrections and fine-tuning ------------------------------------------------------------------------
 
 def _wait_for_finetune(at: AppTest, seconds: float = 300) -> AppTest:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        at.run()
-        assert not at.exception, [e.message for e in at.exception]
-        if not any(h.value == "Fine-tuning in progress" for h in at.subheader):
-            return at
-        time.sleep(0.5)
-    raise AssertionError("fine-tuning did not finish in time")
+    return _wait_while(at, "Fine-tuning in progress", seconds, "fine-tuning")
 
 
 @pytest.mark.slow
