@@ -46,10 +46,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from core.store import NOVELTY_SUFFIX, _atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-SIDECAR_SUFFIX = ".novelty.npz"
+SIDECAR_SUFFIX = NOVELTY_SUFFIX  # the store owns the file layout
 
 # Fitting. Sizes keep a lazy fit to seconds on two CPU cores.
 N_FIT = 10_000  # MNIST training digits for the Gaussians and the head's positive examples
@@ -280,8 +282,6 @@ class NoveltyDetector:
 
     def save(self, path: Path | str) -> None:
         """Write atomically (temporary file in the same folder, then ``os.replace``)."""
-        from core.store import _atomic_write_bytes
-
         buffer = io.BytesIO()
         np.savez(buffer, **self.to_arrays())
         _atomic_write_bytes(Path(path), buffer.getvalue())

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.calibrate import apply_temperature, temperature_of
+
 log = logging.getLogger(__name__)
 
 
@@ -86,8 +88,6 @@ class Predictor:
         self.name = name
         self.meta = meta or {}
         # Confidence calibration fitted at training time (core.calibrate); 1.0 leaves them as they are.
-        from core.calibrate import temperature_of
-
         self.temperature = temperature_of(self.meta)
         # "Not a digit" detector (core.novelty), built on first use: True (load NAME.novelty.npz
         # from the configured store, else fit and save it), False (off: is_digit stays True), or
@@ -197,8 +197,6 @@ class Predictor:
         batch = _as_batch(x)
         probs, is_digit = self._classify(batch)
         if self.temperature != 1.0:
-            from core.calibrate import apply_temperature
-
             probs = apply_temperature(probs, self.temperature)
         out = []
         for x28, p, ok in zip(batch[..., 0], probs, is_digit):

@@ -20,6 +20,10 @@ from pathlib import Path
 
 from core import config
 
+# Beside NAME.keras and NAME.json, a model may have NAME.novelty.npz: its "not a digit" detector
+# (core.novelty). The store does not list it; deleting the model deletes it.
+NOVELTY_SUFFIX = ".novelty.npz"
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 ACTIVE_FILE = "active.json"
 
@@ -191,7 +195,7 @@ class ModelStore:
         keras_path = self.keras_path(name)
         keras_path.unlink(missing_ok=True)
         # The model's "not a digit" detector (core.novelty.sidecar_path), if one was saved.
-        keras_path.with_name(name + ".novelty.npz").unlink(missing_ok=True)
+        keras_path.with_name(name + NOVELTY_SUFFIX).unlink(missing_ok=True)
 
     def clean_temporaries(self, older_than_s: float = 3600) -> int:
         """Remove leftovers of interrupted saves (hidden temp files older than ``older_than_s``)."""
