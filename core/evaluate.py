@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
+from core.calibrate import apply_temperature
 from core.charts import FONT, GRID, MARGIN, PRIMARY, VALIDATION
 from core.config import NUM_CLASSES
 
@@ -156,7 +157,8 @@ def evaluate(predictor_or_model, x_test: np.ndarray, y_test: np.ndarray, *, batc
         batch_size: images per compiled call.
 
     Returns:
-        ``Evaluation`` with accuracy, confusion matrix, per-class metrics and the mistakes.
+        ``Evaluation`` with accuracy, confusion matrix, per-class metrics and the mistakes (their
+        confidences calibrated as on the reading pages).
 
     Raises:
         ValueError: images of the wrong shape, or labels that do not match them.
@@ -170,7 +172,10 @@ def evaluate(predictor_or_model, x_test: np.ndarray, y_test: np.ndarray, *, batc
     if len(x) != len(np.asarray(y_test).reshape(-1)):
         raise ValueError(f"Got {len(x)} images but {np.asarray(y_test).size} labels.")
     predictor = predictor_or_model if hasattr(predictor_or_model, "probabilities") else Predictor(predictor_or_model)
-    return evaluation_from_probabilities(predictor.probabilities(x, batch_size=batch_size), y_test)
+    # Confidences as the Draw and Upload pages show them: calibrated by the model's temperature
+    # (core.calibrate). The digits, and so every count, are the network's own.
+    probs = apply_temperature(predictor.probabilities(x, batch_size=batch_size), predictor.temperature)
+    return evaluation_from_probabilities(probs, y_test)
 
 
 # --- figures ---------------------------------------------------------------------------------------

@@ -127,6 +127,22 @@ def test_evaluate_accepts_a_predictor_and_float_inputs(small_eval, test_set, tra
         evaluate(predictor, x[:500], y[:499])
 
 
+def test_evaluate_shows_calibrated_confidences(test_set, trained_store):
+    """The mistakes gallery's confidences match the reading pages': same temperature, same digits."""
+    from core.predict import Predictor
+    from core.store import ModelStore
+
+    x, y = test_set
+    store = ModelStore(trained_store)
+    raw = evaluate(Predictor(store.load("test-mlp"), novelty=False), x[:500], y[:500])
+    sharp = Predictor(store.load("test-mlp"), meta={"temperature": 0.5}, novelty=False)
+    ev = evaluate(sharp, x[:500], y[:500])
+    assert ev.predicted.tolist() == raw.predicted.tolist() and ev.accuracy == raw.accuracy
+    assert (ev.confidence >= raw.confidence - 1e-6).all() and (ev.confidence > raw.confidence).any()
+    shown = [p.confidence for p in sharp.predict_inputs(x[:20].astype(np.float32) / 255)]
+    np.testing.assert_allclose(ev.confidence[:20], shown, rtol=1e-5)
+
+
 # --- figures ---------------------------------------------------------------------------------------
 
 def test_confusion_heatmap_labels_every_cell_with_its_count(small_eval):
