@@ -50,7 +50,8 @@ from core.store import NOVELTY_SUFFIX, _atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+# 2: the shape likelihood uses each class's SHAPE_RANK strongest precision directions (1: all).
+FORMAT_VERSION = 2
 SIDECAR_SUFFIX = NOVELTY_SUFFIX  # the store owns the file layout
 
 # Fitting. Sizes keep a lazy fit to seconds on two CPU cores.
@@ -62,6 +63,7 @@ N_NEGATIVE = 2_400  # synthetic pictures, each preprocessed and raw: the head's 
 HELD_OUT_QUANTILE = 0.995  # share of held-out digits below the threshold
 COVARIANCE_SHRINK = 1e-2  # ridge, as a share of the mean variance, for the feature covariance
 SHAPE_SHRINK = 0.05  # the same for the per-class shape covariances
+SHAPE_RANK = 48  # directions of each class's shape precision the shape likelihood uses
 HEAD_HIDDEN = 32
 INPUT_CLIP = 10.0  # standardized head inputs are clipped here (features never active on digits)
 HEAD_EPOCHS = 10
@@ -87,6 +89,12 @@ class NoveltyError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 
+# Per-pixel offsets of its cell's histogram in an image's descriptor.
+_CELL_OFFSET = (((np.arange(28) // (28 // CELLS))[:, None] * CELLS + (np.arange(28) // (28 // CELLS))[None, :])
+                .reshape(1, 784).astype(np.intp) * ORIENTATIONS)
+_BINS_PER_RADIAN = np.float32(ORIENTATIONS / np.pi)
+
+
 def shape_descriptor(x: np.ndarray) -> np.ndarray:
     """A model-independent shape descriptor of MNIST-style inputs.
 
@@ -104,26 +112,27 @@ def shape_descriptor(x: np.ndarray) -> np.ndarray:
     n = len(x)
     gx = np.zeros_like(x)
     gy = np.zeros_like(x)
-    gx[:, :, 1:-1] = x[:, :, 2:] - x[:, :, :-2]
-    gy[:, 1:-1] = x[:, 2:] - x[:, :-2]
-    magnitude = np.hypot(gx, gy)
-    position = np.mod(np.arctan2(gy, gx), np.pi) * np.float32(ORIENTATIONS / np.pi)
+    np.subtract(x[:, :, 2:], x[:, :, :-2], out=gx[:, :, 1:-1])
+    np.subtract(x[:, 2:], x[:, :-2], out=gy[:, 1:-1])
+    magnitude = np.sqrt(gx * gx + gy * gy).reshape(n, 784)
+    # The angle in bins, in [-8, 8]: the bin indices are taken modulo 8 (``& 7``) below, which
+    # folds the half turn (unsigned orientation) without a float modulo (the slowest step).
+    position = (np.arctan2(gy, gx) * _BINS_PER_RADIAN).reshape(n, 784)
     low = np.floor(position)
-    upper = position - low
-    low = low.astype(np.int64) % ORIENTATIONS
-    cell = 28 // CELLS
-    # Index of (image, cell row, cell col, bin) for every pixel's two bins, summed with bincount.
-    rows = (np.arange(28) // cell)[None, :, None]
-    cols = (np.arange(28) // cell)[None, None, :]
-    base = (np.arange(n)[:, None, None] * CELLS + rows) * CELLS + cols
+    upper = position - low  # share of the upper bin
+    upper *= magnitude
+    magnitude -= upper  # now the lower bin's share of the magnitude
+    low = low.astype(np.intp)
+    base = _CELL_OFFSET if n == 1 else np.arange(n, dtype=np.intp)[:, None] * (SHAPE_DIM - THUMB * THUMB) + _CELL_OFFSET
     size = n * CELLS * CELLS * ORIENTATIONS
-    hist = np.bincount((base * ORIENTATIONS + low).ravel(), (magnitude * (1 - upper)).ravel(), size)
-    hist += np.bincount((base * ORIENTATIONS + (low + 1) % ORIENTATIONS).ravel(), (magnitude * upper).ravel(), size)
+    hist = np.bincount((base + (low & (ORIENTATIONS - 1))).ravel(), magnitude.ravel(), size)
+    hist += np.bincount((base + ((low + 1) & (ORIENTATIONS - 1))).ravel(), upper.ravel(), size)
     hist = hist.reshape(n, -1).astype(np.float32)
-    hist = np.sqrt(hist / (hist.sum(axis=1, keepdims=True) + np.float32(1e-6)))
+    out = np.empty((n, SHAPE_DIM), np.float32)
+    np.sqrt(hist / (hist.sum(axis=1, keepdims=True) + np.float32(1e-6)), out=out[:, : hist.shape[1]])
     step = 28 // THUMB
-    thumb = x.reshape(n, THUMB, step, THUMB, step).mean(axis=(2, 4)).reshape(n, -1)
-    return np.concatenate([hist, thumb], axis=1)
+    out[:, hist.shape[1]:] = x.reshape(n, THUMB, step, THUMB, step).mean(axis=(2, 4)).reshape(n, -1)
+    return out
 
 
 def ink_statistics(x: np.ndarray) -> np.ndarray:
@@ -141,29 +150,22 @@ def ink_statistics(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float32).reshape(-1, 28, 28)
     inked = x > 0.15
     solid = x > 0.5
-    count = np.maximum(inked.sum(axis=(1, 2)), 1).astype(np.float32)
-    inside = (solid[:, 1:-1, 1:-1] & solid[:, :-2, 1:-1] & solid[:, 2:, 1:-1]
-              & solid[:, 1:-1, :-2] & solid[:, 1:-1, 2:])
-    grey = inked & (x < 0.85)
+    count = np.maximum(np.count_nonzero(inked, axis=(1, 2)), 1).astype(np.float32)
+    inside = solid[:, 1:-1, 1:-1] & solid[:, :-2, 1:-1]
+    inside &= solid[:, 2:, 1:-1]
+    inside &= solid[:, 1:-1, :-2]
+    inside &= solid[:, 1:-1, 2:]
+    inked &= x < 0.85  # now: mid-grey
     mass = x.sum(axis=(1, 2))
-    variation = np.abs(np.diff(x, axis=1)).sum(axis=(1, 2)) + np.abs(np.diff(x, axis=2)).sum(axis=(1, 2))
-    width = 2.0 * mass / np.maximum(variation, 1e-3)
-    return np.stack([np.log(mass + 1.0), solid.sum(axis=(1, 2)) / count, inside.sum(axis=(1, 2)) / count,
-                     grey.sum(axis=(1, 2)) / count, np.log(width + 0.1), count / (28 * 28)], axis=1).astype(np.float32)
-
-
-def _mm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b; for a few rows without BLAS, whose threads cost milliseconds on a busy machine."""
-    if a.shape[0] <= NUMPY_BATCH:
-        return np.einsum("ij,jk->ik", a, b, optimize=False)
-    return a @ b
-
-
-def _min_mahalanobis(f: np.ndarray, whitened_means: np.ndarray, whiten: np.ndarray) -> np.ndarray:
-    """Squared Mahalanobis distance to the nearest class mean, with a shared whitening matrix."""
-    zf = _mm(f, whiten)
-    d = (zf * zf).sum(axis=1)[:, None] - 2.0 * _mm(zf, whitened_means.T) + (whitened_means**2).sum(axis=1)[None, :]
-    return np.maximum(d.min(axis=1), 0.0)
+    variation = np.abs(x[:, 1:] - x[:, :-1]).sum(axis=(1, 2)) + np.abs(x[:, :, 1:] - x[:, :, :-1]).sum(axis=(1, 2))
+    out = np.empty((len(x), 6), np.float32)
+    out[:, 0] = np.log(mass + 1.0)
+    out[:, 1] = np.count_nonzero(solid, axis=(1, 2)) / count
+    out[:, 2] = np.count_nonzero(inside, axis=(1, 2)) / count
+    out[:, 3] = np.count_nonzero(inked, axis=(1, 2)) / count
+    out[:, 4] = np.log(2.0 * mass / np.maximum(variation, 1e-3) + 0.1)
+    out[:, 5] = count / (28 * 28)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,16 +206,19 @@ class NoveltyDetector:
     held_out_flagged: np.ndarray
 
     def head_inputs(self, features: np.ndarray, probs: np.ndarray, x28: np.ndarray) -> np.ndarray:
-        """The head's raw inputs: features (D), log feature distance, log(1 - top probability),
-        shape NLL, the shape descriptor (177) and the ink statistics (6)."""
-        features = np.asarray(features, np.float64)
-        probs = np.asarray(probs, np.float64)
+        """The head's raw inputs, float32 (N, D + 186): features (D), log feature distance,
+        log(1 - top probability), shape NLL, the shape descriptor (177) and the ink statistics (6)."""
+        features = np.asarray(features, np.float32)
+        n, dim = features.shape
         descriptor = shape_descriptor(x28)
-        distance = np.log(_min_mahalanobis(features, self._whitened_means, self.whiten) + 1e-6)
-        doubt = np.log(np.clip(1.0 - probs.max(axis=1), 0.0, 1.0) + 1e-6)
-        shape = np.clip(self._shape_nll(descriptor), -2000.0, 5000.0)
-        return np.concatenate([features, distance[:, None], doubt[:, None], shape[:, None], descriptor,
-                               ink_statistics(x28)], axis=1).astype(np.float32)
+        z = np.empty((n, dim + 3 + SHAPE_DIM + 6), np.float32)
+        z[:, :dim] = features
+        z[:, dim] = np.log(self._min_distance(features) + np.float32(1e-6))
+        z[:, dim + 1] = np.log(np.clip(1.0 - np.asarray(probs, np.float32).max(axis=1), 0.0, 1.0) + np.float32(1e-6))
+        z[:, dim + 2] = np.clip(self._shape_nll(descriptor), -2000.0, 5000.0)
+        z[:, dim + 3:dim + 3 + SHAPE_DIM] = descriptor
+        z[:, dim + 3 + SHAPE_DIM:] = ink_statistics(x28)
+        return z
 
     def scores(self, features: np.ndarray, probs: np.ndarray, x28: np.ndarray) -> np.ndarray:
         """Novelty scores (head logits minus the threshold): above 0 means "probably not a digit".
@@ -234,16 +239,24 @@ class NoveltyDetector:
             raise ValueError(f"Expected {self.input_mean.shape[0]} detector inputs per image, got {z.shape[1]}; "
                              "the detector was fitted for another model.")
         z = np.clip((z - self.input_mean) / self.input_scale, -INPUT_CLIP, INPUT_CLIP)
-        hidden = np.maximum(_mm(z, self.w1) + self.b1, 0.0)
+        hidden = np.maximum(z @ self.w1 + self.b1, 0.0)
         return (hidden @ self.w2 + self.b2).astype(np.float64) - float(self.threshold)
 
     @cached_property
     def _shape_factors(self) -> tuple[np.ndarray, np.ndarray]:
-        """The per-class precisions as Cholesky factors P_k = L_k L_k^T, side by side (177, 10 * 177),
-        and the means through them: one float32 matrix product scores all ten classes."""
-        chol = [np.linalg.cholesky(np.asarray(p, np.float64)) for p in self.shape_precisions]
-        offsets = [np.asarray(m, np.float64) @ c for m, c in zip(self.shape_means, chol)]
-        return np.concatenate(chol, axis=1).astype(np.float32), np.concatenate(offsets).astype(np.float32)
+        """Each class's precision P_k through its SHAPE_RANK strongest directions, G_k G_k^T ~ P_k
+        (the eigenvectors of the largest eigenvalues, scaled by their square roots), side by side
+        (177, 10 * SHAPE_RANK), and the means through them: one float32 product scores all ten
+        classes. These are the directions in which a class's digits vary least, where a non-digit
+        stands out most; the rest adds little and would be 3.7x the memory, which every reading
+        streams through the cache."""
+        factors, offsets = [], []
+        for mean, precision in zip(self.shape_means, self.shape_precisions):
+            values, vectors = np.linalg.eigh(np.asarray(precision, np.float64))  # ascending
+            top = vectors[:, -SHAPE_RANK:] * np.sqrt(np.maximum(values[-SHAPE_RANK:], 0.0))[None, :]
+            factors.append(top)
+            offsets.append(np.asarray(mean, np.float64) @ top)
+        return np.concatenate(factors, axis=1).astype(np.float32), np.concatenate(offsets).astype(np.float32)
 
     def _shape_nll(self, descriptor: np.ndarray) -> np.ndarray:
         """Smallest over classes of (z - mean_k)^T P_k (z - mean_k) + log det(covariance_k)."""
@@ -253,8 +266,22 @@ class NoveltyDetector:
         return (per_class + np.asarray(self.shape_logdets, np.float64)).min(axis=1)
 
     @cached_property
-    def _whitened_means(self) -> np.ndarray:
-        return np.asarray(self.class_means, np.float64) @ np.asarray(self.whiten, np.float64)
+    def _distance_projection(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [W | -2 W M^T] (D, D + 10) and the squared norms of the whitened means M W (10,):
+        one product gives the whitened features and their cross terms with every class mean."""
+        whiten = np.asarray(self.whiten, np.float64)
+        whitened_means = np.asarray(self.class_means, np.float64) @ whiten
+        projection = np.concatenate([whiten, -2.0 * whiten @ whitened_means.T], axis=1)
+        return projection.astype(np.float32), (whitened_means**2).sum(axis=1).astype(np.float32)
+
+    def _min_distance(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each feature vector to the nearest class mean (shared covariance)."""
+        projection, mean_norms = self._distance_projection
+        dim = projection.shape[0]
+        y = np.asarray(features, np.float32) @ projection
+        whitened = y[:, :dim]
+        distances = (whitened * whitened).sum(axis=1, keepdims=True) + y[:, dim:] + mean_norms
+        return np.maximum(distances.min(axis=1), 0.0)
 
     def is_digit(self, features: np.ndarray, probs: np.ndarray, x28: np.ndarray) -> np.ndarray:
         """bool (N,): True where the input looks like a digit (score <= 0); see `scores`."""
@@ -688,7 +715,7 @@ def load_or_fit(model, runner: Callable | None = None, *, path: Path | str | Non
         try:
             detector = NoveltyDetector.load(path)
         except NoveltyError as exc:
-            log.warning("%s; fitting it again.", exc)  # corrupt or old format: replace it
+            log.warning("%s Fitting it again.", exc)  # corrupt or old format: replace it
         else:
             if str(detector.fingerprint) == fingerprint:
                 return detector

@@ -388,7 +388,11 @@ def _block_mean(values: np.ndarray, factor: int, pad: str | None = "edge") -> np
         values = values[: rows - rows % factor, : cols - cols % factor]
         rows, cols = values.shape[:2]
     pad_rows, pad_cols = (-rows) % factor, (-cols) % factor
-    if pad_rows or pad_cols:
+    if (pad_rows or pad_cols) and pad == "constant":
+        padded = np.zeros((rows + pad_rows, cols + pad_cols, *values.shape[2:]), values.dtype)
+        padded[:rows, :cols] = values  # np.pad does the same in ~5x the time
+        values = padded
+    elif pad_rows or pad_cols:
         widths = [(0, pad_rows), (0, pad_cols)] + [(0, 0)] * (values.ndim - 2)
         values = np.pad(values, widths, mode=pad or "edge")
     rows, cols = values.shape[:2]
@@ -540,6 +544,9 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
     cols_hit = np.flatnonzero(differs[top:bottom].any(axis=0))
     left, right = int(cols_hit[0]), int(cols_hit[-1]) + 1
     if keys.ndim == 2 and pixels.ndim == 3 and _LITTLE_ENDIAN:
+        fast = _opaque_grey_ink(keys[top:bottom, left:right], int(bg))
+        if fast is not None:
+            return (fast, (top, left)) if fast.size else (fast, (0, 0))
         grey, alpha = _rgba8_planes(pixels[top:bottom, left:right], keys[top:bottom, left:right])
     else:
         grey, alpha = _planes(pixels[top:bottom, left:right], scale)
@@ -578,6 +585,44 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
     np.maximum(diff, np.float32(0.0), out=diff)
     np.minimum(diff, np.float32(1.0), out=diff)
     return diff, (top, left)
+
+
+def _opaque_grey_ink(box: np.ndarray, background: int) -> np.ndarray | None:
+    """The ink map of an opaque grey uint8 RGBA box on an opaque grey background (the canvas).
+
+    The same values, bit for bit, as the general path of `_flat_border_ink` (grey = R / 255,
+    minus the background, scaled by the contrast, clipped to [0, 1]) in a few passes over one
+    contiguous copy instead of ~17 passes over a strided view.
+
+    Args:
+        box: the pixels' uint32 keys (``_pixel_keys``; alpha in the top byte) inside the ink's box.
+        background: the border pixels' key.
+
+    Returns:
+        float32 ink map of the box (empty when the contrast is too low), or None when the
+        background or a pixel in the box is not opaque grey (R == G == B, alpha 255).
+    """
+    opaque_grey = 0xFF000000 | (background & 0xFF) * 0x010101
+    if background != opaque_grey:
+        return None
+    box = np.ascontiguousarray(box)
+    red = box & np.uint32(0xFF)
+    if not bool((((red * np.uint32(0x010101)) | np.uint32(0xFF000000)) == box).all()):
+        return None
+    inv = np.float32(1.0 / 255.0)
+    bg_value = np.float32(background & 0xFF) * inv
+    lowest, highest = np.array([red.min(), red.max()], np.float32) * inv - bg_value
+    darker, lighter = -float(lowest), float(highest)
+    contrast = max(darker, lighter)
+    if contrast < MIN_CONTRAST:
+        return np.zeros((0, 0), np.float32)
+    diff = red.astype(np.float32)
+    diff *= inv
+    diff -= bg_value
+    diff *= np.float32((-1.0 if darker > lighter else 1.0) / contrast)
+    np.maximum(diff, np.float32(0.0), out=diff)
+    np.minimum(diff, np.float32(1.0), out=diff)
+    return diff
 
 
 def _border_ring(values: np.ndarray) -> np.ndarray:

@@ -33,6 +33,25 @@ def test_numpy_path_matches_keras(spec):
     np.testing.assert_allclose(fn(x), np.asarray(model(x, training=False)), atol=1e-5)
 
 
+@pytest.mark.parametrize("padding,strides", [("same", 2), ("same", 1), ("valid", 1)])
+def test_hand_built_convs_match_keras(padding, strides):
+    # Layouts the app's builder does not use (padding "same", odd kernels, pooling): the gathered
+    # im2col must place every pixel, and every zero of the padding, where Keras does.
+    import keras
+
+    inp = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(6, (5, 3), strides=strides, padding=padding, activation="relu")(inp)
+    x = keras.layers.MaxPooling2D(2)(x)
+    x = keras.layers.Conv2D(5, 3, strides=strides, padding=padding)(x)
+    out = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(x))
+    model = keras.Model(inp, out)
+    fn = compile_numpy(model)
+    assert fn is not None
+    x = cached_mnist().x_test[:5].astype(np.float32)[..., None] / 255.0
+    np.testing.assert_allclose(fn(x), np.asarray(model(x, training=False)), atol=1e-5)
+    np.testing.assert_allclose(fn(x[:1]), np.asarray(model(x[:1], training=False)), atol=1e-5)
+
+
 def test_unsupported_layers_fall_back_to_tensorflow():
     import keras
 
