@@ -50,36 +50,26 @@ if not models.entries:
     st.info("No models yet.")
     st.stop()
 
-# pandas (~0.5 s to import) is imported only here, after the title and the model card have been
-# sent to the browser: the first thing a visitor sees does not wait for it.
-import pandas as pd  # noqa: E402
-
+# A Markdown table, not st.dataframe: the data grid's JavaScript (~1.3 MB) and pandas (~0.5 s to
+# import, holding the GIL while the browser's first requests wait) would delay the whole page for
+# a list of a few models (bench/app_latency.py, home_s).
 default = app_state.default_name(models)
-rows = []
-for e in models.entries:
-    m = e.meta
-    acc = m.get("test_accuracy")
-    rows.append({
-        "model": e.name,
-        "type": app_state.FAMILY_LABELS.get(m.get("family"), m.get("family")),
-        "params": m.get("params", m.get("param_count")),
-        "accuracy": acc * 100 if isinstance(acc, (int, float)) else None,
-        "train s": m.get("train_seconds"),
-        "trained (UTC)": str(m.get("created", ""))[:16].replace("T", " "),
-        "in use": bool(entry and e.name == entry.name),
-        "default": e.name == default,
-    })
-st.dataframe(
-    pd.DataFrame(rows), hide_index=True,
-    column_config={
-        "params": st.column_config.NumberColumn("params", format="localized", help="Trainable and other parameters"),
-        "accuracy": st.column_config.NumberColumn("test acc.", format="%.2f%%",
-                                                  help="On the 10,000 MNIST test images"),
-        "train s": st.column_config.NumberColumn("train s", format="%.1f", help="Training time in seconds"),
-        "in use": st.column_config.CheckboxColumn("in use", help="The model your pages use (sidebar)"),
-        "default": st.column_config.CheckboxColumn("default", help="The server's default model"),
-    },
-)
+st.markdown(app_state.markdown_table(
+    [{"model": f"`{e.name}`",
+      "type": app_state.FAMILY_LABELS.get(e.meta.get("family"), e.meta.get("family")),
+      "params": e.meta.get("params", e.meta.get("param_count")),
+      "accuracy": e.meta.get("test_accuracy"),
+      "train s": e.meta.get("train_seconds"),
+      "trained (UTC)": str(e.meta.get("created", ""))[:16].replace("T", " "),
+      "in use": "✓" if entry and e.name == entry.name else "",
+      "default": "★" if e.name == default else ""} for e in models.entries],
+    {"model": "Model", "type": "Type", "params": "Parameters", "accuracy": "Test accuracy", "train s": "Training",
+     "trained (UTC)": "Trained (UTC)", "in use": "In use", "default": "Default"},
+    formats={"params": "{:,}", "accuracy": "{:.2%}", "train s": "{:.1f} s"},
+    right=("params", "accuracy", "train s"), center=("in use", "default"),
+))
+st.caption("Test accuracy: on the 10,000 MNIST test images. In use: the model your pages use (sidebar); "
+           "★ the server's default model.")
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -97,8 +87,9 @@ for e in models.entries:
         layers = e.meta.get("layers") or []
         if layers:
             st.markdown("**Layers**")
-            st.dataframe(pd.DataFrame(layers), hide_index=True, height=35 * (len(layers) + 1) + 3,
-                         column_config={"parameters": st.column_config.NumberColumn(format="localized")})
+            st.markdown(app_state.markdown_table(
+                layers, {key: key.capitalize() for key in layers[0]}, formats={"parameters": "{:,}"},
+                right=("parameters",)))
         history = e.meta.get("history") or {}
         # Drawn on request: a Plotly chart per model, even in a closed expander, delays the whole
         # Home page by a second or two on a small machine (bench/app_latency.py, home_s).

@@ -201,10 +201,28 @@ def test_home_shows_active_model_and_store(app_env):
     assert any("Model in use: `test-mlp`" in m.value for m in at.markdown)
     assert metric(at, "Architecture") == "MLP"
     assert metric(at, "Test accuracy").endswith("%")
-    table = at.dataframe[0].value
-    assert set(table["model"]) == {"test-mlp", "test-mlp-copy"}
+    assert len(at.dataframe) == 0  # a Markdown table: Home loads neither pandas nor the data grid
+    table = next(m.value for m in at.markdown if m.value.startswith("| Model |"))
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"`test-mlp`", "`test-mlp-copy`"}
+    assert "✓" in rows["`test-mlp`"] and "✓" not in rows["`test-mlp-copy`"]
     assert [e.label for e in at.expander] == ["test-mlp — details", "test-mlp-copy — details"]
     assert len(at.get("download_button")) == 2
+
+
+def test_markdown_table_formats_aligns_and_escapes():
+    import app_state
+
+    table = app_state.markdown_table(
+        [{"name": "a|b", "n": 1234567, "acc": 0.99612, "note": "two\nlines"}, {"name": "c", "n": None, "acc": "?"}],
+        {"name": "Name", "n": "Count", "acc": "Accuracy", "note": "Note"},
+        formats={"n": "{:,}", "acc": "{:.2%}"}, right=("n", "acc"), center=("note",))
+    assert table.splitlines() == [
+        "| Name | Count | Accuracy | Note |",
+        "| --- | ---: | ---: | :---: |",
+        "| a\\|b | 1,234,567 | 99.61% | two lines |",
+        "| c |  | ? |  |",
+    ]
 
 
 def test_model_choice_is_per_session_and_followed_by_every_page(app_env):
