@@ -11,9 +11,11 @@ Figures (the last line of output is one JSON object with them):
 ``home_s``
     Server start (process spawned) -> health check answered -> the Home page rendered (its title and
     the model card's metrics shown) in a browser tab opened before the server was started. Goal:
-    <= 3 s. Also ``health_s`` and ``home_title_s`` (the parts up to the health check and to the
-    title), ``home_server_cpu_s`` (the server's CPU seconds by then: robust to a loaded machine) and
-    ``home_warm_s`` (Home opened in a new context once the server is warm: request -> metrics shown).
+    <= 3 s. A cold start is one noisy sample, so three fresh servers are timed one after the other
+    and the median run is reported (all three in ``home_s_runs``). Also ``health_s`` and
+    ``home_title_s`` (the parts up to the health check and to the title), ``home_server_cpu_s``
+    (the server's CPU seconds by then: robust to a loaded machine) and ``home_warm_s`` (Home opened
+    in a new context once the server is warm: request -> metrics shown), all from the median run.
     Home must not import TensorFlow: ``home_imports_tensorflow`` says whether the server had loaded
     it once Home had finished running (from /proc/PID/maps).
 ``first_prediction_s``
@@ -92,6 +94,7 @@ GOAL_TRAIN_OVERHEAD = 0.10
 STROKE_DIGITS = list(range(10)) * 2
 FIRST_DIGIT = 7
 EXTRA_SESSIONS = 9
+HOME_RUNS = 3  # cold servers started for the Home figures (the median one is reported)
 COLD_TIMEOUT_MS = 180_000
 TRAIN = {"family": "mlp", "hidden": "256,128", "epochs": 5, "train_size": 60000, "batch_size": 128, "lr": 0.003,
          "val_fraction": 0.1, "seed": 0}
@@ -403,7 +406,11 @@ def main(argv: list[str] | None = None) -> None:
             browser = launch_chromium(playwright)
             try:
                 # 1. Home, cold server.
-                figures.update(measure_home(browser, env, logs))
+                # A cold start is one sample of a noisy machine: the median of HOME_RUNS servers.
+                homes = [measure_home(browser, env, logs) for _ in range(HOME_RUNS)]
+                figures.update(sorted(homes, key=lambda h: h["home_s"])[len(homes) // 2])
+                figures["home_s_runs"] = [round(h["home_s"], 2) for h in homes]
+                figures["home_imports_tensorflow"] = any(h["home_imports_tensorflow"] for h in homes)
                 say(f"home: server start -> Home rendered {figures['home_s']:.2f} s (health check answered after "
                     f"{figures['health_s']:.2f} s, title shown after {figures['home_title_s']:.2f} s; server CPU "
                     f"{figures['home_server_cpu_s']:.1f} s) [goal <= {GOAL_HOME_S:.0f} s]; TensorFlow loaded: "

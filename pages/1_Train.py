@@ -2,6 +2,7 @@
 corrections visitors saved and fine-tune a model on them."""
 
 import sqlite3
+import time
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,12 @@ BATCH_SIZES = [32, 64, 128, 256, 512, 1024]
 ACTIVE_STATES = ("running", "stopping")
 LIVE_REFRESH_S = 2.0  # seconds between redraws of the live progress panel
 LIVE_MAX_POINTS = 300  # per-batch points drawn per curve while training
+# The live curves are redrawn every third refresh (~6 s) and whenever an epoch ends; in between the
+# unchanged figure is sent again, which the browser does not redraw. A Plotly redraw costs the
+# visitor's browser ~0.3 CPU-s whatever the number of points; the progress bar and metrics
+# cost ~0.1 (bench/app_latency.py, train_page_browser_cpu_s).
+LIVE_CHART_REFRESH_S = 6.0
+LIVE_FIGURE = "train_live_figure"  # session key: {"run", "epochs", "at", "figure"}
 
 entry = app_state.page("Train", ":material/model_training:", layout="wide")
 owner = app_state.init_session()
@@ -217,10 +224,24 @@ with form_col:
 
 # --- Progress and result ----------------------------------------------------------------------------
 
-def _curves(snap: dict, key: str) -> None:
+def _live_figure(snap: dict, key: str):
+    """The running job's curves, rebuilt at most every LIVE_CHART_REFRESH_S or at an epoch's end."""
+    run, now = (snap["started_at"], snap["owner"], key), time.monotonic()
+    last = st.session_state.get(LIVE_FIGURE)
+    # Half a refresh of slack: the fragment's ticks are not exactly LIVE_REFRESH_S apart.
+    if (last is None or last["run"] != run or last["epochs"] != len(snap["epochs"])
+            or now - last["at"] >= LIVE_CHART_REFRESH_S - LIVE_REFRESH_S / 2):
+        last = {"run": run, "epochs": len(snap["epochs"]), "at": now,
+                "figure": history_figure(snap["batches"], snap["epochs"], max_points=LIVE_MAX_POINTS)}
+        st.session_state[LIVE_FIGURE] = last
+    return last["figure"]
+
+
+def _curves(snap: dict, key: str, *, live: bool = False) -> None:
     if snap["batches"]:
-        st.plotly_chart(history_figure(snap["batches"], snap["epochs"], max_points=LIVE_MAX_POINTS),
-                        width="stretch", key=key)
+        figure = (_live_figure(snap, key) if live
+                  else history_figure(snap["batches"], snap["epochs"], max_points=LIVE_MAX_POINTS))
+        st.plotly_chart(figure, width="stretch", key=key)
         st.caption("Training values are running means over the current epoch; validation is measured "
                    "at the end of each epoch." + (" Fine-tuning holds no images out for validation."
                                                   if _is_finetune(snap) else ""))
@@ -267,7 +288,7 @@ def live_panel() -> None:
         last_val = next((e["val_accuracy"] for e in reversed(snap["epochs"]) if e["val_accuracy"] is not None), None)
         m3.metric("Validation accuracy", f"{last_val:.2%}" if last_val is not None else "–",
                   help="Measured on the held-out images at the end of each epoch.")
-    _curves(snap, f"{prefix}_curves")
+    _curves(snap, f"{prefix}_curves", live=True)
 
 
 @st.fragment(run_every=5.0)
