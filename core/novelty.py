@@ -8,7 +8,8 @@ inputs are:
    their Mahalanobis distance to the nearest class mean (class-conditional Gaussians with a
    shared covariance, fitted on MNIST training digits) and the model's top probability;
 2. a model-independent shape descriptor of the 28x28 input (histograms of stroke orientations in
-   a 4x4 grid + a 7x7 thumbnail) and its likelihood under per-class Gaussians fitted on MNIST;
+   a 4x4 grid + a 7x7 thumbnail) and its likelihood under per-class Gaussians fitted on MNIST
+   (through each class's `SHAPE_RANK` lowest-variance directions, where non-digits stand out);
 3. simple ink statistics (how much of the ink is solid, solid inside, mid-grey; stroke width).
 
 The head is trained to tell MNIST training digits (as stored, and through
