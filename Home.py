@@ -55,20 +55,20 @@ if not models.entries:
 # a list of a few models (bench/app_latency.py, home_s).
 default = app_state.default_name(models)
 st.markdown(app_state.markdown_table(
-    [{"model": f"`{e.name}`",
+    [{"model": f"**{e.name}**",
       "type": app_state.FAMILY_LABELS.get(e.meta.get("family"), e.meta.get("family")),
       "params": e.meta.get("params", e.meta.get("param_count")),
       "accuracy": e.meta.get("test_accuracy"),
       "train s": e.meta.get("train_seconds"),
-      "trained (UTC)": str(e.meta.get("created", ""))[:16].replace("T", " "),
-      "in use": "✓" if entry and e.name == entry.name else "",
-      "default": "★" if e.name == default else ""} for e in models.entries],
-    {"model": "Model", "type": "Type", "params": "Parameters", "accuracy": "Test accuracy", "train s": "Training",
-     "trained (UTC)": "Trained (UTC)", "in use": "In use", "default": "Default"},
-    formats={"params": "{:,}", "accuracy": "{:.2%}", "train s": "{:.1f} s"},
-    right=("params", "accuracy", "train s"), center=("in use", "default"),
+      "trained": str(e.meta.get("created", ""))[:10],
+      "status": " ".join(mark for mark, on in (("✓ in use", entry is not None and e.name == entry.name),
+                                               ("★", e.name == default)) if on)} for e in models.entries],
+    {"model": "Model", "type": "Type", "params": "Parameters", "accuracy": "Test acc.", "train s": "Training",
+     "trained": "Trained", "status": ""},
+    formats={"params": "{:,}", "accuracy": "{:.2%}", "train s": "{:.0f} s"},
+    right=("params", "accuracy", "train s"),
 ))
-st.caption("Test accuracy: on the 10,000 MNIST test images. In use: the model your pages use (sidebar); "
+st.caption("Test accuracy: on the 10,000 MNIST test images. ✓ in use: the model your pages use (sidebar); "
            "★ the server's default model.")
 
 

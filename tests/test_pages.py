@@ -204,8 +204,8 @@ def test_home_shows_active_model_and_store(app_env):
     assert len(at.dataframe) == 0  # a Markdown table: Home loads neither pandas nor the data grid
     table = next(m.value for m in at.markdown if m.value.startswith("| Model |"))
     rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
-    assert set(rows) == {"`test-mlp`", "`test-mlp-copy`"}
-    assert "✓" in rows["`test-mlp`"] and "✓" not in rows["`test-mlp-copy`"]
+    assert set(rows) == {"**test-mlp**", "**test-mlp-copy**"}
+    assert "✓ in use" in rows["**test-mlp**"] and "✓" not in rows["**test-mlp-copy**"]
     assert [e.label for e in at.expander] == ["test-mlp — details", "test-mlp-copy — details"]
     assert len(at.get("download_button")) == 2
 
