@@ -124,8 +124,9 @@ def shape_descriptor(x: np.ndarray) -> np.ndarray:
     upper *= magnitude
     magnitude -= upper  # now the lower bin's share of the magnitude
     low = low.astype(np.intp)
-    base = _CELL_OFFSET if n == 1 else np.arange(n, dtype=np.intp)[:, None] * (SHAPE_DIM - THUMB * THUMB) + _CELL_OFFSET
-    size = n * CELLS * CELLS * ORIENTATIONS
+    per_image = CELLS * CELLS * ORIENTATIONS
+    base = np.arange(n, dtype=np.intp)[:, None] * per_image + _CELL_OFFSET
+    size = n * per_image
     hist = np.bincount((base + (low & (ORIENTATIONS - 1))).ravel(), magnitude.ravel(), size)
     hist += np.bincount((base + ((low + 1) & (ORIENTATIONS - 1))).ravel(), upper.ravel(), size)
     hist = hist.reshape(n, -1).astype(np.float32)

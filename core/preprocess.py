@@ -388,13 +388,14 @@ def _block_mean(values: np.ndarray, factor: int, pad: str | None = "edge") -> np
         values = values[: rows - rows % factor, : cols - cols % factor]
         rows, cols = values.shape[:2]
     pad_rows, pad_cols = (-rows) % factor, (-cols) % factor
-    if (pad_rows or pad_cols) and pad == "constant":
-        padded = np.zeros((rows + pad_rows, cols + pad_cols, *values.shape[2:]), values.dtype)
-        padded[:rows, :cols] = values  # np.pad does the same in ~5x the time
-        values = padded
-    elif pad_rows or pad_cols:
-        widths = [(0, pad_rows), (0, pad_cols)] + [(0, 0)] * (values.ndim - 2)
-        values = np.pad(values, widths, mode=pad or "edge")
+    if pad_rows or pad_cols:
+        if pad == "constant":  # np.pad does the same in ~5x the time
+            padded = np.zeros((rows + pad_rows, cols + pad_cols, *values.shape[2:]), values.dtype)
+            padded[:rows, :cols] = values
+            values = padded
+        else:
+            widths = [(0, pad_rows), (0, pad_cols)] + [(0, 0)] * (values.ndim - 2)
+            values = np.pad(values, widths, mode=pad or "edge")
     rows, cols = values.shape[:2]
     if factor <= 4:  # a few strided sums beat numpy's reduction over short inner axes
         total = values[::factor, ::factor].astype(np.float32)
@@ -544,9 +545,10 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
     cols_hit = np.flatnonzero(differs[top:bottom].any(axis=0))
     left, right = int(cols_hit[0]), int(cols_hit[-1]) + 1
     if keys.ndim == 2 and pixels.ndim == 3 and _LITTLE_ENDIAN:
-        fast = _opaque_grey_ink(keys[top:bottom, left:right], int(bg))
+        fast = _opaque_grey_diff(keys[top:bottom, left:right], int(bg))
         if fast is not None:
-            return (fast, (top, left)) if fast.size else (fast, (0, 0))
+            ink = _scaled_by_contrast(*fast)
+            return ink, ((top, left) if ink.size else (0, 0))
         grey, alpha = _rgba8_planes(pixels[top:bottom, left:right], keys[top:bottom, left:right])
     else:
         grey, alpha = _planes(pixels[top:bottom, left:right], scale)
@@ -577,33 +579,44 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
         diff = np.full((bottom - top, right - left), np.float32(grey - bg_value))
     else:
         diff = grey - np.float32(bg_value)
-    darker, lighter = -float(diff.min()), float(diff.max())
+    ink = _scaled_by_contrast(diff, -float(diff.min()), float(diff.max()))
+    return ink, ((top, left) if ink.size else (0, 0))
+
+
+def _scaled_by_contrast(diff: np.ndarray, darker: float, lighter: float) -> np.ndarray:
+    """Ink from "pixel minus background" (float32, scaled in place): the stronger side of the
+    contrast becomes 1.0, the other side 0; an empty map when the contrast is below MIN_CONTRAST.
+
+    Args:
+        diff: float32 pixel minus background values.
+        darker, lighter: ``-diff.min()`` and ``diff.max()``.
+    """
     contrast = max(darker, lighter)
     if contrast < MIN_CONTRAST:
-        return np.zeros((0, 0), np.float32), (0, 0)
+        return np.zeros((0, 0), np.float32)
     diff *= np.float32((-1.0 if darker > lighter else 1.0) / contrast)
     np.maximum(diff, np.float32(0.0), out=diff)
     np.minimum(diff, np.float32(1.0), out=diff)
-    return diff, (top, left)
+    return diff
 
 
-def _opaque_grey_ink(box: np.ndarray, background: int) -> np.ndarray | None:
-    """The ink map of an opaque grey uint8 RGBA box on an opaque grey background (the canvas).
+def _opaque_grey_diff(box: np.ndarray, background: int) -> tuple[np.ndarray, float, float] | None:
+    """"Pixel minus background" of an opaque grey uint8 RGBA box on an opaque grey background (the
+    canvas), for `_scaled_by_contrast`.
 
-    The same values, bit for bit, as the general path of `_flat_border_ink` (grey = R / 255,
-    minus the background, scaled by the contrast, clipped to [0, 1]) in a few passes over one
-    contiguous copy instead of ~17 passes over a strided view.
+    The same values, bit for bit, as the general path of `_flat_border_ink` (grey = R / 255 minus
+    the background), in a few passes over one contiguous copy instead of ~11 over a strided view,
+    with the extremes taken on the integer channel.
 
     Args:
         box: the pixels' uint32 keys (``_pixel_keys``; alpha in the top byte) inside the ink's box.
         background: the border pixels' key.
 
     Returns:
-        float32 ink map of the box (empty when the contrast is too low), or None when the
-        background or a pixel in the box is not opaque grey (R == G == B, alpha 255).
+        (diff, darker, lighter) as `_scaled_by_contrast` takes them, or None when the background or
+        a pixel in the box is not opaque grey (R == G == B, alpha 255).
     """
-    opaque_grey = 0xFF000000 | (background & 0xFF) * 0x010101
-    if background != opaque_grey:
+    if background != 0xFF000000 | (background & 0xFF) * 0x010101:
         return None
     box = np.ascontiguousarray(box)
     red = box & np.uint32(0xFF)
@@ -612,17 +625,10 @@ def _opaque_grey_ink(box: np.ndarray, background: int) -> np.ndarray | None:
     inv = np.float32(1.0 / 255.0)
     bg_value = np.float32(background & 0xFF) * inv
     lowest, highest = np.array([red.min(), red.max()], np.float32) * inv - bg_value
-    darker, lighter = -float(lowest), float(highest)
-    contrast = max(darker, lighter)
-    if contrast < MIN_CONTRAST:
-        return np.zeros((0, 0), np.float32)
     diff = red.astype(np.float32)
     diff *= inv
     diff -= bg_value
-    diff *= np.float32((-1.0 if darker > lighter else 1.0) / contrast)
-    np.maximum(diff, np.float32(0.0), out=diff)
-    np.minimum(diff, np.float32(1.0), out=diff)
-    return diff
+    return diff, -float(lowest), float(highest)
 
 
 def _border_ring(values: np.ndarray) -> np.ndarray:
