@@ -228,6 +228,7 @@ def model_card(entry: Entry, *, container=None) -> None:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def _load_predictor(root: str, name: str, mtime_ns: int):
     # Keyed by the file's mtime, so a model replaced on disk is loaded afresh. Imports TensorFlow.
+    from core import kernels
     from core.novelty import sidecar_path
     from core.predict import Predictor
 
@@ -237,6 +238,9 @@ def _load_predictor(root: str, name: str, mtime_ns: int):
     # The "not a digit" detector is read (or fitted once and saved beside the model) now, under
     # the loading spinner, rather than on the visitor's first stroke.
     loaded.novelty()
+    # So are the reading path's compiled kernels (loaded from numba's cache; compiled, once per
+    # install, in ~10 s).
+    kernels.warm()
     _freeze_heap_once("tensorflow")
     return loaded
 

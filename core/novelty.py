@@ -47,6 +47,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from core import kernels
 from core.store import NOVELTY_SUFFIX, _atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,9 @@ def shape_descriptor(x: np.ndarray) -> np.ndarray:
         float32 (N, 177) descriptors.
     """
     x = np.asarray(x, np.float32).reshape(-1, 28, 28)
+    jit = kernels.get()
+    if jit is not None:
+        return jit.shape_descriptors(x, CELLS, ORIENTATIONS, THUMB, _BINS_PER_RADIAN)
     n = len(x)
     gx = np.zeros_like(x)
     gy = np.zeros_like(x)
@@ -150,6 +154,9 @@ def ink_statistics(x: np.ndarray) -> np.ndarray:
         the frame inked.
     """
     x = np.asarray(x, np.float32).reshape(-1, 28, 28)
+    jit = kernels.get()
+    if jit is not None:
+        return jit.ink_statistics(x)
     inked = x > 0.15
     solid = x > 0.5
     count = np.maximum(np.count_nonzero(inked, axis=(1, 2)), 1).astype(np.float32)

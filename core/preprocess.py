@@ -31,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from scipy import ndimage
 
+from core import kernels
 from core.config import IMAGE_SIZE
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
@@ -528,26 +529,15 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
     is converted to floating point. Returns None when the border is not uniform.
     """
     keys = _pixel_keys(pixels)
-    if keys is None:  # compare whole pixels instead
-        keys, bg = pixels, pixels[0, 0]
-    else:
-        bg = keys[0, 0]
-    border = np.concatenate([keys[0], keys[-1], keys[:, 0], keys[:, -1]])
-    if (border != bg).any():
+    box = _uniform_border_box(pixels, keys)
+    if box is None:
         return None
-    differs = keys != bg
-    if differs.ndim == 3:
-        differs = differs.any(axis=2)
-    rows_hit = np.flatnonzero(differs.any(axis=1))
-    if rows_hit.size == 0:
+    top, bottom, left, right = box
+    if top == bottom:
         return np.zeros((0, 0), np.float32), (0, 0)
-    top, bottom = int(rows_hit[0]), int(rows_hit[-1]) + 1
-    cols_hit = np.flatnonzero(differs[top:bottom].any(axis=0))
-    left, right = int(cols_hit[0]), int(cols_hit[-1]) + 1
-    if keys.ndim == 2 and pixels.ndim == 3 and _LITTLE_ENDIAN:
-        fast = _opaque_grey_diff(keys[top:bottom, left:right], int(bg))
-        if fast is not None:
-            ink = _scaled_by_contrast(*fast)
+    if keys is not None and keys.ndim == 2 and pixels.ndim == 3 and _LITTLE_ENDIAN:
+        ink = _opaque_grey_ink(keys, (top, bottom, left, right))
+        if ink is not None:
             return ink, ((top, left) if ink.size else (0, 0))
         grey, alpha = _rgba8_planes(pixels[top:bottom, left:right], keys[top:bottom, left:right])
     else:
@@ -583,6 +573,44 @@ def _flat_border_ink(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, tupl
     return ink, ((top, left) if ink.size else (0, 0))
 
 
+def _uniform_border_box(pixels: np.ndarray, keys: np.ndarray | None) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right) of the pixels that differ from the border pixel (top == bottom
+    when none do), or None when the border pixels are not all one value."""
+    jit = kernels.get()
+    if jit is not None and keys is not None and keys.dtype in (np.uint8, np.uint32):
+        uniform, top, bottom, left, right = jit.border_box(keys)
+        return (top, bottom, left, right) if uniform else None
+    if keys is None:  # compare whole pixels instead
+        keys, bg = pixels, pixels[0, 0]
+    else:
+        bg = keys[0, 0]
+    border = np.concatenate([keys[0], keys[-1], keys[:, 0], keys[:, -1]])
+    if (border != bg).any():
+        return None
+    differs = keys != bg
+    if differs.ndim == 3:
+        differs = differs.any(axis=2)
+    rows_hit = np.flatnonzero(differs.any(axis=1))
+    if rows_hit.size == 0:
+        return 0, 0, 0, 0
+    top, bottom = int(rows_hit[0]), int(rows_hit[-1]) + 1
+    cols_hit = np.flatnonzero(differs[top:bottom].any(axis=0))
+    return top, bottom, int(cols_hit[0]), int(cols_hit[-1]) + 1
+
+
+def _contrast_factor(darker: float, lighter: float) -> np.float32 | None:
+    """The factor that turns "pixel minus background" into ink (the stronger side of the contrast
+    becomes 1.0, the other side negative), or None when the contrast is below MIN_CONTRAST.
+
+    Args:
+        darker, lighter: ``-diff.min()`` and ``diff.max()`` of the pixel-minus-background values.
+    """
+    contrast = max(darker, lighter)
+    if contrast < MIN_CONTRAST:
+        return None
+    return np.float32((-1.0 if darker > lighter else 1.0) / contrast)
+
+
 def _scaled_by_contrast(diff: np.ndarray, darker: float, lighter: float) -> np.ndarray:
     """Ink from "pixel minus background" (float32, scaled in place): the stronger side of the
     contrast becomes 1.0, the other side 0; an empty map when the contrast is below MIN_CONTRAST.
@@ -591,44 +619,62 @@ def _scaled_by_contrast(diff: np.ndarray, darker: float, lighter: float) -> np.n
         diff: float32 pixel minus background values.
         darker, lighter: ``-diff.min()`` and ``diff.max()``.
     """
-    contrast = max(darker, lighter)
-    if contrast < MIN_CONTRAST:
-        return np.zeros((0, 0), np.float32)
-    diff *= np.float32((-1.0 if darker > lighter else 1.0) / contrast)
+    factor = _contrast_factor(darker, lighter)
+    return np.zeros((0, 0), np.float32) if factor is None else _clipped_scale(diff, factor)
+
+
+def _clipped_scale(diff: np.ndarray, factor: np.float32) -> np.ndarray:
+    """``clip(diff * factor, 0, 1)``, in place."""
+    diff *= factor
     np.maximum(diff, np.float32(0.0), out=diff)
-    np.minimum(diff, np.float32(1.0), out=diff)
-    return diff
+    return np.minimum(diff, np.float32(1.0), out=diff)
 
 
-def _opaque_grey_diff(box: np.ndarray, background: int) -> tuple[np.ndarray, float, float] | None:
-    """"Pixel minus background" of an opaque grey uint8 RGBA box on an opaque grey background (the
-    canvas), for `_scaled_by_contrast`.
+def _opaque_grey_ink(keys: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray | None:
+    """The ink map of an opaque grey uint8 RGBA box on an opaque grey background (the canvas).
 
     The same values, bit for bit, as the general path of `_flat_border_ink` (grey = R / 255 minus
-    the background), in a few passes over one contiguous copy instead of ~11 over a strided view,
-    with the extremes taken on the integer channel.
+    the background, scaled by `_scaled_by_contrast`), with the extremes taken on the integer
+    channel: in one compiled pass (`core.kernels`), or a few numpy passes over one contiguous copy
+    instead of ~11 over a strided view.
 
     Args:
-        box: the pixels' uint32 keys (``_pixel_keys``; alpha in the top byte) inside the ink's box.
-        background: the border pixels' key.
+        keys: the pixels' uint32 keys (``_pixel_keys``; alpha in the top byte); the border pixel
+            ``keys[0, 0]`` is the background.
+        box: (top, bottom, left, right) of the ink.
 
     Returns:
-        (diff, darker, lighter) as `_scaled_by_contrast` takes them, or None when the background or
-        a pixel in the box is not opaque grey (R == G == B, alpha 255).
+        float32 ink map of the box (empty when the contrast is too low), or None when the
+        background or a pixel in the box is not opaque grey (R == G == B, alpha 255).
     """
+    background = int(keys[0, 0])
     if background != 0xFF000000 | (background & 0xFF) * 0x010101:
-        return None
-    box = np.ascontiguousarray(box)
-    red = box & np.uint32(0xFF)
-    if not bool((((red * np.uint32(0x010101)) | np.uint32(0xFF000000)) == box).all()):
         return None
     inv = np.float32(1.0 / 255.0)
     bg_value = np.float32(background & 0xFF) * inv
-    lowest, highest = np.array([red.min(), red.max()], np.float32) * inv - bg_value
+    jit = kernels.get()
+    if jit is not None and keys.flags.c_contiguous:
+        grey, low, high = jit.opaque_grey_extremes(keys, *box)
+        if not grey:
+            return None
+    else:
+        jit = None
+        top, bottom, left, right = box
+        pixels = np.ascontiguousarray(keys[top:bottom, left:right])
+        red = pixels & np.uint32(0xFF)
+        if not bool((((red * np.uint32(0x010101)) | np.uint32(0xFF000000)) == pixels).all()):
+            return None
+        low, high = red.min(), red.max()
+    lowest, highest = np.array([low, high], np.float32) * inv - bg_value
+    factor = _contrast_factor(-float(lowest), float(highest))
+    if factor is None:
+        return np.zeros((0, 0), np.float32)
+    if jit is not None:
+        return jit.grey_ink(keys, *box, inv, bg_value, factor)
     diff = red.astype(np.float32)
     diff *= inv
     diff -= bg_value
-    return diff, -float(lowest), float(highest)
+    return _clipped_scale(diff, factor)
 
 
 def _border_ring(values: np.ndarray) -> np.ndarray:
@@ -749,20 +795,32 @@ def crop_to_ink(
     ink = _as_ink_map(ink)
     if min_mass is None:
         min_mass = max(MIN_INK_MASS, MIN_INK_FRACTION * ink.size)
-    mask = ink > threshold
-    rows_hit = np.flatnonzero(mask.any(axis=1))
-    if rows_hit.size == 0:
+    top, bottom, left, right, mass = _ink_bounds(ink, threshold)
+    if top == bottom:
         raise NoDigitError(_BLANK_HINT)
-    mass = float(ink.sum(dtype=np.float64))
     if mass < min_mass:
         raise NoDigitError(
             f"no digit found: only a speck of ink ({mass:.1f} pixels' worth). "
             "Draw or photograph a single digit, large enough to read."
         )
+    return ink[top:bottom, left:right].copy()
+
+
+def _ink_bounds(ink: np.ndarray, threshold: float) -> tuple[int, int, int, int, float]:
+    """(top, bottom, left, right) of the float32 map's pixels above `threshold` (top == bottom
+    when there are none) and the map's total ink."""
+    jit = kernels.get()
+    if jit is not None:
+        top, bottom, left, right, mass = jit.ink_bounds(ink, np.float32(threshold))
+        return top, bottom, left, right, float(mass)
+    mask = ink > threshold
+    rows_hit = np.flatnonzero(mask.any(axis=1))
+    mass = float(ink.sum(dtype=np.float64))
+    if rows_hit.size == 0:
+        return 0, 0, 0, 0, mass
     top, bottom = int(rows_hit[0]), int(rows_hit[-1]) + 1
     cols_hit = np.flatnonzero(mask[top:bottom].any(axis=0))
-    left, right = int(cols_hit[0]), int(cols_hit[-1]) + 1
-    return ink[top:bottom, left:right].copy()
+    return top, bottom, int(cols_hit[0]), int(cols_hit[-1]) + 1, mass
 
 
 @lru_cache(maxsize=512)
@@ -827,10 +885,15 @@ def fit_in_box(ink: np.ndarray, box: int = FIT_BOX) -> np.ndarray:
     out_rows = max(1, int(math.floor(rows * box / longest + 0.5)))
     out_cols = max(1, int(math.floor(cols * box / longest + 0.5)))
     factor = int(longest // (4 * box))
+    jit = kernels.get()
     if factor > 1:  # shrink by whole blocks first (area average), so the kernel stays short
-        ink = _block_mean(ink, factor, pad="constant")
-    fitted = _resample_rows(_resample_rows(ink, out_rows).T, out_cols).T
-    return _normalize_max(fitted)
+        ink = jit.block_mean_zero(ink, factor) if jit is not None else _block_mean(ink, factor, pad="constant")
+    if jit is None:
+        return _normalize_max(_resample_rows(_resample_rows(ink, out_rows).T, out_cols).T)
+    fitted, peak = jit.resample(ink, *_resample_taps(ink.shape[0], out_rows), *_resample_taps(ink.shape[1], out_cols))
+    if peak <= 0.0:
+        raise NoDigitError(_BLANK_HINT)
+    return fitted
 
 
 def stroke_width(ink: np.ndarray) -> float:
@@ -850,11 +913,16 @@ def stroke_width(ink: np.ndarray) -> float:
     if ink.size == 0:
         return 0.0
     # Differences between neighbours, plus the steps from the frame's zero surround into the map.
-    variation = float(
-        np.abs(ink[1:] - ink[:-1]).sum() + np.abs(ink[:, 1:] - ink[:, :-1]).sum()
-        + np.abs(ink[0]).sum() + np.abs(ink[-1]).sum() + np.abs(ink[:, 0]).sum() + np.abs(ink[:, -1]).sum()
-    )
-    return 0.0 if variation <= 0.0 else 2.0 * float(ink.sum()) / variation
+    jit = kernels.get()
+    if jit is not None:
+        mass, variation = jit.stroke_sums(ink)
+    else:
+        mass = float(ink.sum())
+        variation = float(
+            np.abs(ink[1:] - ink[:-1]).sum() + np.abs(ink[:, 1:] - ink[:, :-1]).sum()
+            + np.abs(ink[0]).sum() + np.abs(ink[-1]).sum() + np.abs(ink[:, 0]).sum() + np.abs(ink[:, -1]).sum()
+        )
+    return 0.0 if variation <= 0.0 else 2.0 * mass / variation
 
 
 def fit_strokes(cropped: np.ndarray, box: int = FIT_BOX) -> np.ndarray:
@@ -936,19 +1004,31 @@ def center_by_mass(fitted: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
     rows, cols = fitted.shape
     if rows > size or cols > size or rows == 0 or cols == 0:
         raise ValueError(f"Expected a non-empty digit of at most {size}x{size} pixels, got {rows}x{cols}.")
-    weights = np.maximum(fitted, np.float32(0.0))
-    row_mass, col_mass = weights.sum(axis=1, dtype=np.float64), weights.sum(axis=0, dtype=np.float64)
-    mass = float(row_mass.sum())
+    mass, row_com, col_com = _mass_centre(fitted)
     if mass <= 0.0:
         raise NoDigitError(_BLANK_HINT)
-    row_com = float(np.dot(row_mass, np.arange(rows, dtype=np.float64))) / mass
-    col_com = float(np.dot(col_mass, np.arange(cols, dtype=np.float64))) / mass
     half = size / 2.0
     top = min(max(int(math.floor(half - row_com + 0.5)), 0), size - rows)
     left = min(max(int(math.floor(half - col_com + 0.5)), 0), size - cols)
     out = np.zeros((size, size), np.float32)
     out[top : top + rows, left : left + cols] = fitted
     return out
+
+
+def _mass_centre(fitted: np.ndarray) -> tuple[float, float, float]:
+    """(mass, row centre, column centre) of the non-negative part of a float32 map (centres 0
+    when the mass is 0)."""
+    jit = kernels.get()
+    if jit is not None:
+        return jit.mass_centre(fitted)
+    weights = np.maximum(fitted, np.float32(0.0))
+    row_mass, col_mass = weights.sum(axis=1, dtype=np.float64), weights.sum(axis=0, dtype=np.float64)
+    mass = float(row_mass.sum())
+    if mass <= 0.0:
+        return 0.0, 0.0, 0.0
+    rows, cols = fitted.shape
+    return (mass, float(np.dot(row_mass, np.arange(rows, dtype=np.float64))) / mass,
+            float(np.dot(col_mass, np.arange(cols, dtype=np.float64))) / mass)
 
 
 def to_mnist(
