@@ -76,10 +76,12 @@ class TrainConfig:
 
 
 # Named recipes. "fast": the quickest way to 99% on a 2-core CPU (bench/train_speed.py times it
-# against the keras-io reference convnet). "default": the shipped model's recipe (see README).
+# against the keras-io reference convnet): one epoch, the whole one-cycle schedule in it, at a peak
+# rate of 0.02 with label smoothing (99.04-99.13% over seeds 0-2 in 12-17 s here; the earlier
+# 24/32-filter recipe needed two epochs, ~20 s). "default": the shipped model's recipe (see README).
 RECIPES: dict[str, TrainConfig] = {
-    "fast": TrainConfig(spec=ModelSpec(family="cnn", filters=(24, 32), hidden=(256,), dropout=0.0),
-                        epochs=2, batch_size=256, learning_rate=1e-2, val_fraction=0.0),
+    "fast": TrainConfig(spec=ModelSpec(family="cnn", filters=(32, 48), hidden=(256,), dropout=0.0),
+                        epochs=1, batch_size=256, learning_rate=2e-2, val_fraction=0.0, label_smoothing=0.1),
     "default": TrainConfig(spec=ModelSpec(family="cnn", filters=(32, 64, 128), hidden=(256,), dropout=0.2),
                            epochs=15, batch_size=256, learning_rate=1e-2, val_fraction=0.05, augment=True,
                            label_smoothing=0.1),
