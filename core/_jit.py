@@ -29,6 +29,17 @@ _sums = njit(cache=True, nogil=True, fastmath={"reassoc"})
 
 
 @_jit
+def _span(flags):
+    """(first, last + 1) of the non-zero entries of a 1-D array that has some."""
+    first, end = 0, len(flags)
+    while not flags[first]:
+        first += 1
+    while not flags[end - 1]:
+        end -= 1
+    return first, end
+
+
+@_jit
 def border_box(keys):
     """For a 2-D array whose border entries all equal ``keys[0, 0]``: the box of the entries that
     differ from it, as (True, top, bottom, left, right) (empty: top == bottom == 0); (False, ...)
@@ -54,11 +65,7 @@ def border_box(keys):
             bottom = r + 1
     if top == rows:
         return True, 0, 0, 0, 0
-    left, right = 0, cols
-    while not columns[left]:
-        left += 1
-    while not columns[right - 1]:
-        right -= 1
+    left, right = _span(columns)
     return True, top, bottom, left, right
 
 
@@ -121,11 +128,7 @@ def ink_bounds(ink, threshold):
             bottom = r + 1
     if top == rows:
         return 0, 0, 0, 0, mass
-    left, right = 0, cols
-    while not columns[left]:
-        left += 1
-    while not columns[right - 1]:
-        right -= 1
+    left, right = _span(columns)
     return top, bottom, left, right, mass
 
 

@@ -652,13 +652,12 @@ def _opaque_grey_ink(keys: np.ndarray, box: tuple[int, int, int, int]) -> np.nda
         return None
     inv = np.float32(1.0 / 255.0)
     bg_value = np.float32(background & 0xFF) * inv
-    jit = kernels.get()
-    if jit is not None and keys.flags.c_contiguous:
+    jit = kernels.get() if keys.flags.c_contiguous else None  # the kernels take the whole array
+    if jit is not None:
         grey, low, high = jit.opaque_grey_extremes(keys, *box)
         if not grey:
             return None
     else:
-        jit = None
         top, bottom, left, right = box
         pixels = np.ascontiguousarray(keys[top:bottom, left:right])
         red = pixels & np.uint32(0xFF)
