@@ -238,9 +238,9 @@ def _load_predictor(root: str, name: str, mtime_ns: int):
     # The "not a digit" detector is read (or fitted once and saved beside the model) now, under
     # the loading spinner, rather than on the visitor's first stroke.
     loaded.novelty()
-    # So are the reading path's compiled kernels (loaded from numba's cache; compiled, once per
-    # install, in ~10 s).
-    kernels.warm()
+    # The reading path's compiled kernels warm up on a thread of their own (~1 s from numba's
+    # cache; ~10 s to compile, once per install); readings take the numpy path until then.
+    kernels.warm_in_background()
     _freeze_heap_once("tensorflow")
     return loaded
 

@@ -103,11 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     rounds = max(1, args.rounds)
     per_round = max(1, args.calls // rounds)
 
-    from core import preprocess
+    from core import kernels, preprocess
     from core.data import cached_mnist
     from core.predict import Predictor
 
     say(machine_line())
+    # As the app has them once its background warm-up is done (DIGITS_NO_JIT=1: numpy only).
+    say(f"compiled kernels: {'in use' if kernels.warm() else 'off (numpy)'}")
     model, name, how = load_model(args.model)
     say(f"model: {name} ({how}), {model.count_params():,} parameters")
     meta = {}

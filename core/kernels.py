@@ -1,9 +1,11 @@
-"""The compiled kernels (`core._jit`), loaded on first use, or None where numba is missing.
+"""The compiled kernels (`core._jit`): used once they are warm, or never where numba is missing.
 
-Importing this module costs nothing: numba (~0.4 s to import) is loaded by the first `get()`,
-from the reading path, never by the pages that only list models. Set ``DIGITS_NO_JIT=1`` (or
-``ENABLED = False``) to run the plain numpy code instead; the results are the same (see
-`tests/test_kernels.py`).
+Importing this module costs nothing. `get()` never compiles: it returns the kernels only after
+`warm()` has compiled them (seconds, once per install) or loaded them from numba's cache (~1 s),
+and None before that, so every caller takes the plain numpy path until then and no reading ever
+waits for a compiler. The app starts `warm_in_background()` when it loads a model; tests and
+benchmarks call `warm()`. Set ``DIGITS_NO_JIT=1`` (or ``ENABLED = False``) to run numpy only;
+the results are the same (see `tests/test_kernels.py`).
 """
 
 from __future__ import annotations
@@ -20,43 +22,68 @@ ENABLED = os.environ.get(NO_JIT_ENV, "") not in ("1", "true", "yes")
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_loaded: list = []  # [module or None] once loading was tried
+_warming = threading.local()  # .module: the kernels, in the thread that is warming them up
+_ready: ModuleType | None = None  # the kernels, once warm: what get() returns
+_failed = False  # numba missing, or a kernel that cannot compile here: numpy for good
+_background: threading.Thread | None = None
 
 
 def get() -> ModuleType | None:
-    """`core._jit` when numba is installed and the kernels are enabled, else None."""
+    """`core._jit` once warm (and enabled), else None: the caller takes the numpy path."""
     if not ENABLED:
         return None
-    if not _loaded:
-        with _lock:
-            if not _loaded:
-                try:
-                    from core import _jit
-                except Exception as exc:  # noqa: BLE001 - no numba, or one that cannot load: numpy path
-                    log.warning("Compiled kernels unavailable (%s: %s); using numpy.", type(exc).__name__, exc)
-                    _jit = None
-                _loaded.append(_jit)
-    return _loaded[0]
+    return _ready or getattr(_warming, "module", None)
+
+
+def ready() -> bool:
+    """True when the compiled kernels are warm and in use."""
+    return get() is not None
 
 
 def warm() -> bool:
     """Compile (or load from numba's cache) every kernel the reading path uses, on tiny inputs,
-    so the first real reading does not pay for it. True when the kernels are in use."""
-    jit = get()
-    if jit is None:
+    and use them from then on. Blocks; safe from any thread. True when the kernels are in use."""
+    global _ready, _failed
+    if not ENABLED:
         return False
-    from core import novelty, preprocess
+    with _lock:
+        if _ready is not None or _failed:
+            return _ready is not None
+        try:
+            from core import _jit
+        except Exception as exc:  # noqa: BLE001 - no numba, or one that cannot load: numpy path
+            log.warning("Compiled kernels unavailable (%s: %s); using numpy.", type(exc).__name__, exc)
+            _failed = True
+            return False
+        from core import novelty, preprocess
 
-    try:
-        canvas = np.zeros((200, 200, 4), np.uint8)  # tall enough for fit_in_box's block mean
-        canvas[..., 3] = 255
-        canvas[10:190, 90:110, :3] = 255
-        x28 = preprocess.to_mnist(canvas)
-        novelty.shape_descriptor(x28[None])
-        novelty.ink_statistics(x28[None])
-        preprocess.to_mnist(canvas[..., 0])  # a grey upload
-    except Exception as exc:  # noqa: BLE001 - a kernel that cannot compile here: numpy from now on
-        log.warning("Compiled kernels failed (%s: %s); using numpy.", type(exc).__name__, exc)
-        _loaded[:] = [None]
-        return False
-    return True
+        _warming.module = _jit
+        try:
+            canvas = np.zeros((200, 200, 4), np.uint8)  # tall enough for fit_in_box's block mean
+            canvas[..., 3] = 255
+            canvas[10:190, 90:110, :3] = 255
+            x28 = preprocess.to_mnist(canvas)
+            novelty.shape_descriptor(x28[None])
+            novelty.ink_statistics(x28[None])
+            preprocess.to_mnist(canvas[..., 0])  # a grey upload
+        except Exception as exc:  # noqa: BLE001 - a kernel that cannot compile here: numpy from now on
+            log.warning("Compiled kernels failed (%s: %s); using numpy.", type(exc).__name__, exc)
+            _failed = True
+            return False
+        finally:
+            _warming.module = None
+        _ready = _jit
+        return True
+
+
+def warm_in_background() -> threading.Thread | None:
+    """Start `warm()` on a daemon thread (once per process) and return at once; readings use
+    numpy until it is done. Returns the thread, or None when there is nothing to do."""
+    global _background
+    if not ENABLED or _ready is not None or _failed:
+        return None
+    with _lock:
+        if _background is None:
+            _background = threading.Thread(target=warm, name="digits-kernels-warm", daemon=True)
+            _background.start()
+    return _background

@@ -13,11 +13,10 @@ TEST_MODEL = "test-mlp"
 TINY_MLP = dict(epochs=1, batch_size=128, learning_rate=1e-2, train_size=10000, val_fraction=0.1, seed=0)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def compiled_kernels() -> None:
-    """Compile the reading path's kernels once, up front (seconds on a fresh checkout; numba then
-    caches them beside core/_jit.py for every later process, the browser tests' servers included),
-    so no page test's timeout pays for it."""
+def pytest_sessionstart(session) -> None:
+    """Compile the reading path's kernels before collection (some modules read images at import),
+    so every test runs the compiled path the app uses. Seconds on a fresh checkout; numba then
+    caches them beside core/_jit.py for every later process, the browser tests' servers included."""
     from core import kernels
 
     kernels.warm()

@@ -24,8 +24,25 @@ def both(fn, *args, **kwargs):
 
 def test_kernels_are_in_use():
     # numba is a requirement: a broken install must not fall back to numpy unnoticed.
-    assert kernels.get() is not None
     assert kernels.warm()
+    assert kernels.get() is not None and kernels.ready()
+
+
+def test_readings_take_numpy_until_the_background_warm_up_is_done(monkeypatch):
+    monkeypatch.setattr(kernels, "_ready", None)
+    monkeypatch.setattr(kernels, "_background", None)
+    assert kernels.get() is None  # never compiles on a reading's time
+    digits, _ = mnist_sample(3, seed=5)
+    source = as_canvas(digits[0], np.random.default_rng(0))
+    reference = pp.to_mnist(source)
+    thread = kernels.warm_in_background()
+    assert thread is not None and kernels.warm_in_background() is thread  # once per process
+    during = [pp.to_mnist(source) for _ in range(5)]  # either path, same answer
+    thread.join(timeout=120)
+    assert not thread.is_alive() and kernels.ready()
+    assert kernels.warm_in_background() is None
+    for out in during + [pp.to_mnist(source)]:
+        np.testing.assert_allclose(out, reference, atol=1e-5)
 
 
 @pytest.mark.parametrize("style", sorted(STYLES))
