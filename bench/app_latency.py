@@ -38,12 +38,16 @@ Figures (the last line of output is one JSON object with them):
 ``train_page_overhead``
     The same training run (MLP 256-128, ``--train-epochs`` epochs, 60,000 images of which 10% for
     validation, batch 128, peak learning rate 0.003, seed 0) from the CLI (``python -m core train
-    ...``, its ``train_seconds``) and from the Train page, with the page open and its live panel and
-    chart redrawn every second (the saved model's ``train_seconds``). Both figures are the same
-    ``core.train.train`` clock (``fit`` only: no data loading, no test evaluation). Runs go CLI, page,
-    page, CLI, so a linear drift of the machine's load hits both sides alike;
-    ``train_page_overhead = mean(page) / mean(CLI) - 1``. ``train_same_config`` checks the stored
-    hyperparameters of all four runs are identical (if not, the overhead is null).
+    ...``, its ``train_seconds``) and from the Train page, with the page open and its live panel
+    redrawn every 2 s (the saved model's ``train_seconds``). Both figures are the same
+    ``core.train.train`` clock (``fit`` only: no data loading, no test evaluation). ``--train-pairs``
+    pairs (default 4, 3 epochs each) go CLI-page, page-CLI, CLI-page, ..., so a drift of the
+    machine's load hits both sides alike; ``train_page_overhead = mean(page) / mean(CLI) - 1``.
+    ``train_page_overhead_pairs`` is each pair's own page/CLI - 1 and
+    ``train_page_overhead_paired_median`` their median, which one run slowed by a burst of CPU
+    stolen by other guests moves less; ``train_runs_steal_cores`` is that stolen CPU (/proc/stat)
+    during each run, in cores. ``train_same_config`` checks the stored hyperparameters of all runs
+    are identical (if not, the overhead is null).
     On this machine the browser runs on the same CPUs as the server: ``train_page_browser_cpu_s``
     is the CPU seconds Chromium, Playwright's driver and this script used during a page run (mean),
     a cost a real visitor's browser would not put on the server. ``train_page_server_cpu_s`` is the
@@ -96,7 +100,8 @@ FIRST_DIGIT = 7
 EXTRA_SESSIONS = 9
 HOME_RUNS = 3  # cold servers started for the Home figures (the median one is reported)
 COLD_TIMEOUT_MS = 180_000
-TRAIN = {"family": "mlp", "hidden": "256,128", "epochs": 5, "train_size": 60000, "batch_size": 128, "lr": 0.003,
+TRAIN_PAIRS = 4  # CLI/page pairs of the training comparison
+TRAIN = {"family": "mlp", "hidden": "256,128", "epochs": 3, "train_size": 60000, "batch_size": 128, "lr": 0.003,
          "val_fraction": 0.1, "seed": 0}
 
 # --- page probes -----------------------------------------------------------------------------------
@@ -348,16 +353,29 @@ def train_page(browser, server, models_dir: Path) -> dict:
             "model": name, "shown": shown, "browser_cpu_s": browser_cpu, "server_cpu_s": server_cpu}
 
 
-def measure_training(browser, server, workdir: Path, models_dir: Path) -> dict:
-    say(f"training {TRAIN} from the CLI, the Train page twice, the CLI again…")
+def _steal_ticks() -> int:
+    """The machine's CPU time stolen by other guests so far (/proc/stat), in clock ticks."""
+    try:
+        return int(Path("/proc/stat").read_text().split("\n", 1)[0].split()[8])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def measure_training(browser, server, workdir: Path, models_dir: Path, pairs: int = TRAIN_PAIRS) -> dict:
+    # Pairs alternate CLI-page, page-CLI, ... so a drift of the machine's load hits both sides alike.
+    order = [kind for i in range(pairs) for kind in (("cli", "page") if i % 2 == 0 else ("page", "cli"))]
+    say(f"training {TRAIN} {len(order)} times: " + ", ".join(order) + "…")
     runs = []
-    for kind, tag in (("cli", "a"), ("page", "1"), ("page", "2"), ("cli", "b")):
-        run = train_cli(workdir, tag) if kind == "cli" else train_page(browser, server, models_dir)
+    for i, kind in enumerate(order):
+        steal0, t0 = _steal_ticks(), time.perf_counter()
+        run = train_cli(workdir, str(i)) if kind == "cli" else train_page(browser, server, models_dir)
         run["kind"] = kind
+        run["steal_cores"] = (_steal_ticks() - steal0) / os.sysconf("SC_CLK_TCK") / (time.perf_counter() - t0)
         runs.append(run)
         extra = (f" (shown as {run['shown']!r}; model {run['model']}; CPU during the run: server "
                  f"{run['server_cpu_s']:.1f} s, browser {run['browser_cpu_s']:.1f} s)" if kind == "page" else "")
-        say(f"  {'CLI' if kind == 'cli' else 'Train page'}: train_seconds {run['train_seconds']:.2f}{extra}")
+        say(f"  {'CLI' if kind == 'cli' else 'Train page'}: train_seconds {run['train_seconds']:.2f}; "
+            f"stolen by other guests: {run['steal_cores']:.2f} cores{extra}")
     cli = [r["train_seconds"] for r in runs if r["kind"] == "cli"]
     page = [r["train_seconds"] for r in runs if r["kind"] == "page"]
     same = all(r["hyperparameters"] == runs[0]["hyperparameters"] for r in runs)
@@ -366,11 +384,18 @@ def measure_training(browser, server, workdir: Path, models_dir: Path) -> dict:
             f"{r['kind']}: {r['hyperparameters']}" for r in runs))
     cli_s, page_s = sum(cli) / len(cli), sum(page) / len(page)
     overhead = page_s / cli_s - 1 if same else None
+    # Each pair's own ratio, and their median: one run hit by a burst of stolen CPU moves it less.
+    paired = [runs[j + (order[j] == "cli")]["train_seconds"] / runs[j + (order[j] == "page")]["train_seconds"] - 1
+              for j in range(0, len(runs), 2)]
+    paired_median = pct(paired, 50) if same else None
     say(f"train_page_overhead: page {page_s:.2f} s / CLI {cli_s:.2f} s - 1 = "
         + (f"{overhead:+.1%}" if overhead is not None else "n/a (different configurations)")
-        + f" [goal <= {GOAL_TRAIN_OVERHEAD:.0%}]")
+        + f" [goal <= {GOAL_TRAIN_OVERHEAD:.0%}]; per pair " + ", ".join(f"{p:+.1%}" for p in paired)
+        + (f" (median {paired_median:+.1%})" if paired_median is not None else ""))
     return {"train_same_config": same, "train_cli_s": cli_s, "train_page_s": page_s, "train_cli_runs_s": cli,
             "train_page_runs_s": page, "train_page_overhead": overhead,
+            "train_page_overhead_pairs": paired, "train_page_overhead_paired_median": paired_median,
+            "train_runs_steal_cores": [round(r["steal_cores"], 3) for r in runs],
             "train_page_browser_cpu_s": sum(r["browser_cpu_s"] for r in runs if r["kind"] == "page") / len(page),
             "train_page_server_cpu_s": sum(r["server_cpu_s"] for r in runs if r["kind"] == "page") / len(page),
             "train_epochs": TRAIN["epochs"], "train_size": TRAIN["train_size"]}
@@ -386,6 +411,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--train-epochs", type=int, default=TRAIN["epochs"],
                     help=f"epochs of each training run (default {TRAIN['epochs']})")
+    ap.add_argument("--train-pairs", type=int, default=TRAIN_PAIRS,
+                    help=f"CLI/page pairs of training runs (default {TRAIN_PAIRS})")
     args = ap.parse_args(argv)
     TRAIN["epochs"] = args.train_epochs
     signal.signal(signal.SIGTERM, _sigterm)
@@ -444,7 +471,7 @@ def main(argv: list[str] | None = None) -> None:
                         f"{memory['sessions_answered']})")
                     context.close()
 
-                    figures.update(measure_training(browser, server, workdir, models_dir))
+                    figures.update(measure_training(browser, server, workdir, models_dir, max(1, args.train_pairs)))
                 finally:
                     server.stop()
             finally:
