@@ -21,7 +21,8 @@ NO_JIT_ENV = "DIGITS_NO_JIT"
 ENABLED = os.environ.get(NO_JIT_ENV, "") not in ("1", "true", "yes")
 
 log = logging.getLogger(__name__)
-_lock = threading.Lock()
+_lock = threading.Lock()  # held by warm() while it compiles
+_start_lock = threading.Lock()  # guards _background only, so starting never waits on a compile
 _warming = threading.local()  # .module: the kernels, in the thread that is warming them up
 _ready: ModuleType | None = None  # the kernels, once warm: what get() returns
 _failed = False  # numba missing, or a kernel that cannot compile here: numpy for good
@@ -82,7 +83,7 @@ def warm_in_background() -> threading.Thread | None:
     global _background
     if not ENABLED or _ready is not None or _failed:
         return None
-    with _lock:
+    with _start_lock:
         if _background is None:
             _background = threading.Thread(target=warm, name="digits-kernels-warm", daemon=True)
             _background.start()
