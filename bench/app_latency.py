@@ -385,8 +385,8 @@ def measure_training(browser, server, workdir: Path, models_dir: Path, pairs: in
     cli_s, page_s = sum(cli) / len(cli), sum(page) / len(page)
     overhead = page_s / cli_s - 1 if same else None
     # Each pair's own ratio, and their median: one run hit by a burst of stolen CPU moves it less.
-    paired = [runs[j + (order[j] == "cli")]["train_seconds"] / runs[j + (order[j] == "page")]["train_seconds"] - 1
-              for j in range(0, len(runs), 2)]
+    by_pair = [{r["kind"]: r["train_seconds"] for r in runs[j:j + 2]} for j in range(0, len(runs), 2)]
+    paired = [pair["page"] / pair["cli"] - 1 for pair in by_pair]
     paired_median = pct(paired, 50) if same else None
     say(f"train_page_overhead: page {page_s:.2f} s / CLI {cli_s:.2f} s - 1 = "
         + (f"{overhead:+.1%}" if overhead is not None else "n/a (different configurations)")
