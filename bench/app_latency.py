@@ -30,7 +30,10 @@ Figures (the last line of output is one JSON object with them):
     "what the model sees" image, seen by a MutationObserver; the transient empty result column
     in between does not count). Goal: p50 <= 300 ms. ``draw_correct`` counts the digits read right.
     ``stroke_to_first_change_p50_ms`` is the first change of any output (tests/browser/server.py's
-    ``draw_stroke`` figure), for comparison.
+    ``draw_stroke`` figure), for comparison. The reference, in the same run: a third server whose
+    canvas keeps the component's own 200 ms delay after a stroke (``DIGITS_CANVAS_SEND_MS=shipped``),
+    drawn on in turn with the first, digit by digit: ``stroke_shipped_canvas_p50_ms`` (and ``_p90_ms``)
+    and ``stroke_speedup_vs_shipped_canvas`` (its p50 / this app's p50).
 ``rss_mb_1``, ``rss_mb_10``
     Resident memory (MiB) of the server process and all its children (/proc), with 1 open session
     (the Draw page above, model loaded) and with 10 (9 more browser contexts on /Draw, each with a
@@ -246,18 +249,28 @@ def measure_first_prediction(server, page) -> dict:
             "first_digit_read": read_digit(page)}
 
 
-def measure_strokes(page) -> dict:
-    answer, first, correct = [], [], 0
-    for digit in STROKE_DIGITS:
-        clear_canvas(page)
-        for s in timed_digit(page, digit):
-            answer.append(s["answer_ms"])
-            first.append(s["first_change_ms"])
-        settle(page)
-        correct += read_digit(page) == str(digit)
+def measure_strokes(page, shipped_page) -> dict:
+    """Digits drawn in turn on ``page`` (this app's canvas) and on ``shipped_page`` (a server whose
+    canvas keeps the component's own 200 ms delay after a stroke), in alternating order."""
+    times: dict[str, dict[str, list[float]]] = {k: {"answer": [], "first": []} for k in ("app", "shipped")}
+    correct = {"app": 0, "shipped": 0}
+    for i, digit in enumerate(STROKE_DIGITS):
+        order = (("app", page), ("shipped", shipped_page))
+        for kind, pg in order if i % 2 == 0 else order[::-1]:
+            clear_canvas(pg)
+            for s in timed_digit(pg, digit):
+                times[kind]["answer"].append(s["answer_ms"])
+                times[kind]["first"].append(s["first_change_ms"])
+            settle(pg)
+            correct[kind] += read_digit(pg) == str(digit)
+    answer, shipped = times["app"]["answer"], times["shipped"]["answer"]
     return {"stroke_to_prediction_p50_ms": pct(answer, 50), "stroke_to_prediction_p90_ms": pct(answer, 90),
-            "stroke_to_prediction_max_ms": max(answer), "stroke_to_first_change_p50_ms": pct(first, 50),
-            "strokes": len(answer), "draw_correct": f"{correct}/{len(STROKE_DIGITS)}"}
+            "stroke_to_prediction_max_ms": max(answer),
+            "stroke_to_first_change_p50_ms": pct(times["app"]["first"], 50),
+            "stroke_shipped_canvas_p50_ms": pct(shipped, 50), "stroke_shipped_canvas_p90_ms": pct(shipped, 90),
+            "stroke_speedup_vs_shipped_canvas": pct(shipped, 50) / pct(answer, 50),
+            "strokes": len(answer), "draw_correct": f"{correct['app']}/{len(STROKE_DIGITS)}",
+            "draw_correct_shipped_canvas": f"{correct['shipped']}/{len(STROKE_DIGITS)}"}
 
 
 def measure_memory(browser, server) -> dict:
@@ -454,7 +467,17 @@ def main(argv: list[str] | None = None) -> None:
                         f"{first['first_prediction_s']:.2f} s ({first['first_stroke_to_prediction_s']:.2f} s of it "
                         f"from the end of the stroke; read {first['first_digit_read']!r})")
 
-                    strokes = measure_strokes(page)
+                    # The reference: the same app with the canvas component's own delay after a stroke.
+                    shipped_env = env | {"DIGITS_CANVAS_SEND_MS": "shipped"}
+                    shipped = start_server(free_port(), shipped_env, timeout=120, log_path=logs / "shipped-server.log")
+                    try:
+                        shipped_context, shipped_page = new_page(browser)
+                        open_draw_page(shipped_page, shipped.url, timeout_ms=COLD_TIMEOUT_MS)
+                        timed_digit(shipped_page, FIRST_DIGIT, timeout_ms=COLD_TIMEOUT_MS)
+                        strokes = measure_strokes(page, shipped_page)
+                        shipped_context.close()
+                    finally:
+                        shipped.stop()
                     figures.update(strokes)
                     say(f"warm strokes: {strokes['strokes']} strokes, end of stroke -> new answer p50 "
                         f"{strokes['stroke_to_prediction_p50_ms']:.0f} ms, p90 "
@@ -462,7 +485,10 @@ def main(argv: list[str] | None = None) -> None:
                         f"max {strokes['stroke_to_prediction_max_ms']:.0f} ms "
                         f"[goal p50 <= {GOAL_STROKE_P50_MS:.0f} ms] "
                         f"(first change of any output: p50 {strokes['stroke_to_first_change_p50_ms']:.0f} ms); "
-                        f"digits read right {strokes['draw_correct']}")
+                        f"digits read right {strokes['draw_correct']}; the canvas as shipped (200 ms delay), "
+                        f"same digits in turn: p50 {strokes['stroke_shipped_canvas_p50_ms']:.0f} ms, p90 "
+                        f"{strokes['stroke_shipped_canvas_p90_ms']:.0f} ms "
+                        f"({strokes['stroke_speedup_vs_shipped_canvas']:.2f}x)")
 
                     memory = measure_memory(browser, server)
                     figures.update(memory)

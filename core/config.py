@@ -30,6 +30,12 @@ APP_DATA_DIR_ENV = "DIGITS_DATA_DIR"
 IMAGE_SIZE = 28
 NUM_CLASSES = 10
 
+# How long the Draw page's canvas waits after a stroke before it sends the drawing (ms). The canvas
+# component as shipped waits 200 ms (to merge events that end one gesture), two thirds of the
+# 300 ms a reading may take; "shipped" (or any non-number) keeps the component's own delay.
+CANVAS_SEND_MS_ENV = "DIGITS_CANVAS_SEND_MS"
+CANVAS_SEND_MS_DEFAULT = 25
+
 
 def models_dir() -> Path:
     """The model store's folder (``$DIGITS_MODELS_DIR`` or ``<repo>/models``)."""
@@ -39,6 +45,17 @@ def models_dir() -> Path:
 def app_data_dir() -> Path:
     """Folder for data the app writes at run time (``$DIGITS_DATA_DIR`` or ``<repo>/data/app``)."""
     return Path(os.environ.get(APP_DATA_DIR_ENV) or ROOT / "data" / "app")
+
+
+def canvas_send_ms() -> int | None:
+    """The Draw canvas's delay after a stroke (ms), or None for the component's shipped delay."""
+    raw = os.environ.get(CANVAS_SEND_MS_ENV, "").strip()
+    if not raw:
+        return CANVAS_SEND_MS_DEFAULT
+    try:
+        return min(max(0, int(raw)), 5000)
+    except ValueError:
+        return None
 
 
 def max_user_models() -> int:

@@ -2,7 +2,6 @@
 
 import pandas as pd
 import streamlit as st
-from streamlit_drawable_canvas import st_canvas
 
 import app_state
 from core.charts import boxed_digits, probability_bar
@@ -100,7 +99,7 @@ def draw_and_read() -> None:
     draw_col, result_col = st.columns([1, 1] if multi else [2, 3], gap="large")
     with draw_col:
         st.space("small")  # room for the canvas toolbar, which floats above the drawing
-        canvas = st_canvas(
+        canvas = app_state.drawing_canvas(
             stroke_width=STROKE_PX, stroke_color="#FFFFFF", background_color="#000000",
             width=CANVAS_WIDE_PX if multi else CANVAS_PX, height=CANVAS_PX, drawing_mode="freedraw",
             return_image_data=True, initial_drawing={"objects": [], "clears": st.session_state["draw_clears"]},

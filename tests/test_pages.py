@@ -271,6 +271,76 @@ def test_draw_reads_the_digit_drawn(app_env):
     assert at.image, "the 28x28 the model saw is not shown"
 
 
+def canvas_bundle() -> Path:
+    import streamlit_drawable_canvas
+
+    (bundle,) = (Path(streamlit_drawable_canvas.__file__).parent / "frontend" / "build").glob("index-*.js")
+    return bundle
+
+
+def canvas_proto(at: AppTest):
+    (element,) = at.get("bidi_component")
+    return element.proto
+
+
+def test_canvas_send_patch_finds_the_shipped_delay():
+    import app_state
+
+    source = canvas_bundle().read_text(encoding="utf-8")
+    find, replace = app_state.canvas_send_patch(source, 25)
+    assert source.count(find) == 1 and find.endswith("= 200"), find  # the component's 200 ms, once
+    assert replace == find.replace("200", "25")
+    patched = source.replace(find, replace)
+    assert app_state.canvas_send_patch(patched, 25) == (replace, replace)  # the sender now uses 25
+    with pytest.raises(ValueError, match="sender"):
+        app_state.canvas_send_patch("export default () => {}", 25)  # another build: no patch
+    with pytest.raises(ValueError, match="definition"):
+        app_state.canvas_send_patch(patched + f"; {replace}", 25)  # ambiguous: no patch
+
+
+def test_draw_canvas_is_the_package_bundle_with_a_shorter_delay(app_env):
+    at = app("pages/2_Draw.py").run()
+    assert not at.exception
+    proto = canvas_proto(at)
+    assert proto.component_name == "digits.drawing_canvas"
+    bundle = canvas_bundle()
+    find, replace = __import__("app_state").canvas_send_patch(bundle.read_text(encoding="utf-8"), 25)
+    # The loader fetches the package's own bundle from Streamlit's route and patches it in the browser.
+    assert f'"/_stcore/bidi-components/streamlit-drawable-canvas.streamlit_drawable_canvas/{bundle.name}"' \
+        in proto.js_content
+    assert f'FIND = "{find}", REPLACE = "{replace}"' in proto.js_content
+    assert ".dc-canvas" in proto.css_content  # the package's stylesheet, inline
+
+
+def test_draw_canvas_keeps_the_shipped_delay_when_asked_or_unpatchable(app_env, monkeypatch, caplog):
+    import app_state
+    from core import config
+
+    monkeypatch.setenv(config.CANVAS_SEND_MS_ENV, "shipped")
+    at = app("pages/2_Draw.py").run()
+    assert not at.exception and canvas_proto(at).component_name.startswith("streamlit-drawable-canvas.")
+
+    # Another version of the component that cannot be patched: it runs as shipped, the log says why,
+    # and the page still reads drawings.
+    monkeypatch.setenv(config.CANVAS_SEND_MS_ENV, "40")
+
+    def unpatchable(source, delay_ms):
+        raise ValueError("expected one debounced sender in the canvas bundle, found 0")
+
+    monkeypatch.setattr(app_state, "canvas_send_patch", unpatchable)
+    monkeypatch.setattr(app_state, "_canvas_problem_logged", False)
+    app_state._fast_canvas.cache_clear()
+    with caplog.at_level("WARNING", logger="app_state"):
+        at = app("pages/2_Draw.py").run()
+        at.session_state["draw_canvas"] = canvas_state(as_canvas(mnist_test_digit(2), np.random.default_rng(1),
+                                                                 transparent=False))
+        at.run()
+    assert not at.exception
+    assert canvas_proto(at).component_name.startswith("streamlit-drawable-canvas.")
+    assert metric(at, "Predicted digit") == "2"
+    assert any("keeps its own 200 ms delay" in r.getMessage() for r in caplog.records)
+
+
 def test_draw_clear_button_empties_the_canvas(app_env):
     at = app("pages/2_Draw.py").run()
     at.session_state["draw_canvas"] = canvas_state(as_canvas(mnist_test_digit(2), np.random.default_rng(1),

@@ -91,9 +91,18 @@ def assert_empty_prompt(page) -> None:
     assert canvas_has_ink(page) is False, "the canvas should be empty"
 
 
+# Which way the canvas component's script reached the page: app_state.drawing_canvas's loader
+# fetches the package's bundle and patches its delay after a stroke ("fetch"); the package on its
+# own would load it as a module script ("script").
+_CANVAS_BUNDLE_LOADS_JS = """() => performance.getEntriesByType('resource')
+  .filter(e => e.name.includes('/_stcore/bidi-components/streamlit-drawable-canvas.') && e.name.endsWith('.js'))
+  .map(e => e.initiatorType)"""
+
+
 def test_draw_digits_with_the_mouse(page, app_url, screenshot):
     open_draw_page(page, app_url, timeout_ms=COLD_TIMEOUT_MS)
     assert_empty_prompt(page)
+    assert page.evaluate(_CANVAS_BUNDLE_LOADS_JS) == ["fetch"], "the canvas did not come through the loader"
 
     readings = {}
     for i, digit in enumerate(DRAWN_DIGITS):
