@@ -68,6 +68,25 @@ def _keep_keras_state() -> None:
 
 _keep_keras_state()
 
+
+def _skip_bare_mode_check() -> None:
+    """Spare the first page of a new server Streamlit's one-time "are we in a REPL?" check.
+
+    On the first element a process sends, Streamlit (``delta_generator._maybe_print_use_warning``,
+    1.x) calls ``inspect.stack()`` to warn people who run a script with plain ``python`` instead of
+    ``streamlit run``. With TensorFlow-sized ``sys.modules`` that walk takes 100-150 ms here, on the
+    critical path of the first Home visit (bench/app_latency.py, home_s; py-spy). Under a running
+    server the warning can never apply, so it is marked as done; without a runtime nothing changes.
+    """
+    from streamlit import delta_generator
+    from streamlit.runtime import Runtime
+
+    if Runtime.exists() and hasattr(delta_generator, "_use_warning_has_been_displayed"):
+        delta_generator._use_warning_has_been_displayed = True
+
+
+_skip_bare_mode_check()
+
 _frozen: set[str] = set()
 _frozen_lock = threading.Lock()
 

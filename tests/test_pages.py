@@ -165,8 +165,13 @@ def test_page_with_empty_store_says_so(page, empty_store_env):
 
 def test_home_does_not_import_tensorflow(app_env):
     # In a fresh interpreter: this test process already imported TensorFlow for the fixture model.
+    # Also counts Streamlit's one-time REPL check (inspect.stack(), 100-150 ms on a new server's
+    # first page), which app_state._skip_bare_mode_check spares a running app.
     code = (
         "import sys\n"
+        "import streamlit.env_util as env_util\n"
+        "walks, is_repl = [], env_util.is_repl\n"
+        "env_util.is_repl = lambda: walks.append(1) or is_repl()\n"
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({str(ROOT / 'Home.py')!r}, default_timeout=60).run()\n"
         "assert not at.exception, [e.message for e in at.exception]\n"
@@ -174,11 +179,13 @@ def test_home_does_not_import_tensorflow(app_env):
         "assert any(m.label == 'Test accuracy' for m in at.metric)\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))\n"
+        "print(f'STACK_WALKS={len(walks)}')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "HEAVY=\n" in out.stdout, f"Home imported {out.stdout.split('HEAVY=')[-1].strip()}"
+    assert "STACK_WALKS=0" in out.stdout
 
 
 def test_reruns_do_not_reset_keras(app_env, monkeypatch):
