@@ -318,17 +318,36 @@ _FAST_CANVAS_COMPONENT = "digits.drawing_canvas"
 # argument names the delay constant, defined once as ``Bc = 200`` (names change with each build).
 _SENDER_RE = re.compile(r"\.sender\s*=\s*[\w$]+\(\s*\(?\s*[\w$]+\s*\)?\s*=>\s*[\w$]+\([^()]*\)\s*,\s*([\w$]+)\s*\)")
 # Loads the package's own bundle, served by Streamlit from the package, with its delay constant
-# replaced, and hands every mount to it. If the bundle cannot be patched, the unchanged bundle runs.
+# replaced, and hands every mount to it.
 _CANVAS_LOADER_JS = """
-const SOURCE = new URL(%(url)s, window.location.href).href, FIND = %(find)s, REPLACE = %(replace)s;
+const PATH = %(path)s, FALLBACK = %(url)s, FIND = %(find)s, REPLACE = %(replace)s;
 let canvasModule = null, loading = null;
+// Where the bundle is: first on the server's address as the app itself found it (its last health
+// check: right behind a proxy too), then on the address the Python side computed.
+const candidates = () => {
+  const checks = performance.getEntriesByType("resource").map((e) => e.name)
+    .filter((name) => /\\/_stcore\\/(health|host-config)(\\?|$)/.test(name));
+  const last = checks[checks.length - 1];
+  const urls = [new URL(FALLBACK, window.location.href).href];
+  if (last) urls.unshift(last.slice(0, last.lastIndexOf("/_stcore/")) + PATH);
+  return [...new Set(urls)];
+};
 const load = async () => {
-  const response = await fetch(SOURCE);
-  if (!response.ok) throw new Error(`The drawing canvas could not be loaded (HTTP ${response.status}).`);
-  const source = await response.text();
-  if (!source.includes(FIND)) return (canvasModule = await import(SOURCE));
-  const patched = URL.createObjectURL(new Blob([source.replace(FIND, REPLACE)], {type: "text/javascript"}));
-  return (canvasModule = await import(patched));
+  let problem = "no address";
+  for (const url of candidates()) {
+    try {
+      const response = await fetch(url);
+      if (!response.ok || !/javascript/.test(response.headers.get("content-type") || "")) {
+        problem = `HTTP ${response.status} from ${url}`;
+        continue;
+      }
+      const source = (await response.text()).replace(FIND, REPLACE);
+      return (canvasModule = await import(URL.createObjectURL(new Blob([source], {type: "text/javascript"}))));
+    } catch (error) {
+      problem = String(error);
+    }
+  }
+  throw new Error(`The drawing canvas could not be loaded (${problem}).`);
 };
 export default function (component) {
   if (canvasModule) return canvasModule.default(component);
@@ -372,9 +391,10 @@ def _fast_canvas(delay_ms: int, base_url_path: str):
     if len(scripts) != 1 or len(styles) != 1:
         raise ValueError(f"expected one script and one stylesheet in {build}")
     find, replace = canvas_send_patch(scripts[0].read_text(encoding="utf-8"), delay_ms)
-    prefix = f"/{base_url_path}" if base_url_path else ""
-    url = f"{prefix}/_stcore/bidi-components/{_CANVAS_COMPONENT}/{scripts[0].name}"
-    js = _CANVAS_LOADER_JS % {"url": json.dumps(url), "find": json.dumps(find), "replace": json.dumps(replace)}
+    path = f"/_stcore/bidi-components/{_CANVAS_COMPONENT}/{scripts[0].name}"
+    url = f"/{base_url_path}{path}" if base_url_path else path
+    js = _CANVAS_LOADER_JS % {"path": json.dumps(path), "url": json.dumps(url), "find": json.dumps(find),
+                              "replace": json.dumps(replace)}
     return st.components.v2.component(_FAST_CANVAS_COMPONENT, js=js, css=styles[0].read_text(encoding="utf-8"),
                                       html='<div class="canvas-root"></div>', isolate_styles=True)
 

@@ -312,9 +312,10 @@ def test_draw_canvas_is_the_package_bundle_with_a_shorter_delay(app_env):
     assert proto.component_name == "digits.drawing_canvas"
     bundle = canvas_bundle()
     find, replace = __import__("app_state").canvas_send_patch(bundle.read_text(encoding="utf-8"), 25)
-    # The loader fetches the package's own bundle from Streamlit's route and patches it in the browser.
-    assert f'"/_stcore/bidi-components/streamlit-drawable-canvas.streamlit_drawable_canvas/{bundle.name}"' \
-        in proto.js_content
+    # The loader fetches the package's own bundle from Streamlit's route (on the server's address as
+    # the page reached its health check) and patches it in the browser.
+    path = f"/_stcore/bidi-components/streamlit-drawable-canvas.streamlit_drawable_canvas/{bundle.name}"
+    assert f'const PATH = "{path}", FALLBACK = "{path}"' in proto.js_content
     assert f'FIND = "{find}", REPLACE = "{replace}"' in proto.js_content
     assert ".dc-canvas" in proto.css_content  # the package's stylesheet, inline
 

@@ -53,10 +53,11 @@ class Server:
     log_path: Path
     started_at: float  # time.perf_counter() just before the process was spawned
     env: dict = field(default_factory=dict)
+    base_url_path: str = ""  # the app's path prefix (``--server.baseUrlPath``), "" for none
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{HOST}:{self.port}" + (f"/{self.base_url_path}" if self.base_url_path else "")
 
     @property
     def pid(self) -> int:
@@ -117,7 +118,7 @@ def _die_with_parent():
 
 
 def start_server(port: int, env: dict | None = None, *, log_path: Path | str | None = None,
-                 timeout: float = 60.0, script: str = "Home.py") -> Server:
+                 timeout: float = 60.0, script: str = "Home.py", base_url_path: str = "") -> Server:
     """Run ``streamlit run <script>`` on 127.0.0.1:``port`` and wait until its health check answers.
 
     Args:
@@ -126,6 +127,8 @@ def start_server(port: int, env: dict | None = None, *, log_path: Path | str | N
             a value of None removes the variable.
         log_path: where the server's stdout and stderr go (default: a temp file).
         timeout: seconds to wait for ``/_stcore/health``.
+        base_url_path: serve the app under this path prefix (``--server.baseUrlPath``), as behind a
+            proxy; ``Server.url`` includes it.
 
     Returns:
         The running ``Server``; call ``stop()`` when done.
@@ -150,12 +153,14 @@ def start_server(port: int, env: dict | None = None, *, log_path: Path | str | N
     cmd = [sys.executable, "-m", "streamlit", "run", script,
            "--server.port", str(port), "--server.address", HOST,
            "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    if base_url_path:
+        cmd += ["--server.baseUrlPath", base_url_path]
     log = open(log_path, "wb")
     started = time.perf_counter()
     process = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent())
     log.close()
-    server = Server(process, port, log_path, started, dict(env or {}))
+    server = Server(process, port, log_path, started, dict(env or {}), base_url_path.strip("/"))
     deadline = started + timeout
     while time.perf_counter() < deadline:
         if not server.alive():

@@ -19,11 +19,14 @@ import pytest
 from tests.browser.server import (
     EMPTY_CANVAS_PROMPT,
     PREDICTED,
+    app_env,
     canvas_has_ink,
     clear_canvas,
     draw_digit,
+    free_port,
     metric_value,
     open_draw_page,
+    start_server,
     wait_idle,
 )
 
@@ -123,6 +126,23 @@ def test_draw_digits_with_the_mouse(page, app_url, screenshot):
 
     clear_canvas(page)
     assert_empty_prompt(page)
+
+
+def test_draw_behind_a_path_prefix(page, tmp_path):
+    # Behind a proxy the app lives under a path (here --server.baseUrlPath digits): the canvas's loader
+    # (app_state.drawing_canvas) must find the component's bundle there too.
+    server = start_server(free_port(), app_env(ROOT / "models", tmp_path), base_url_path="digits",
+                          log_path=tmp_path / "streamlit-digits.log", timeout=120)
+    try:
+        assert server.url.endswith("/digits")
+        open_draw_page(page, server.url, timeout_ms=COLD_TIMEOUT_MS)
+        loads = page.evaluate(_CANVAS_BUNDLE_LOADS_JS.replace("/_stcore/", "/digits/_stcore/"))
+        assert loads == ["fetch"], "the canvas did not come through the loader under /digits"
+        draw_digit(page, DRAWN_DIGITS[0], timeout_ms=COLD_TIMEOUT_MS)
+        assert read_prediction(page)[0] == str(DRAWN_DIGITS[0])
+        assert_no_exception(page)
+    finally:
+        server.stop()
 
 
 # --- Upload -----------------------------------------------------------------------------------------
