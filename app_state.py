@@ -268,6 +268,36 @@ def _load_predictor(root: str, name: str, mtime_ns: int):
     return loaded
 
 
+_keras_import_lock = threading.Lock()
+_keras_import_started = False
+
+
+def import_keras_in_background() -> None:
+    """Start importing Keras (and TensorFlow: 4-6 s here) on a daemon thread, once per process.
+
+    The Draw page loads its model at the first stroke, so the canvas shows at once; started when the
+    page opens, this import runs while the visitor draws, and on a new server the first answer waits
+    for the model file only (bench/app_latency.py, first_stroke_to_prediction_s). Only third-party
+    modules are imported on that thread, never this project's, so it and a page that imports
+    ``core`` meanwhile can only wait for each other's imports, never in a cycle.
+    """
+    global _keras_import_started
+    if "keras" in sys.modules:
+        return
+    with _keras_import_lock:
+        if _keras_import_started:
+            return
+        _keras_import_started = True
+
+    def run() -> None:
+        try:
+            import keras  # noqa: F401
+        except Exception:  # the page's own load reports the problem to the visitor
+            _LOG.exception("Importing Keras in the background failed")
+
+    threading.Thread(target=run, name="keras-import", daemon=True).start()
+
+
 def predictor(entry: Entry):
     """A compiled, shared, read-only ``Predictor`` for a store entry.
 

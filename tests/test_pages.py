@@ -188,6 +188,29 @@ def test_home_does_not_import_tensorflow(app_env):
     assert "STACK_WALKS=0" in out.stdout
 
 
+def test_draw_imports_keras_in_the_background(app_env):
+    # In a fresh interpreter: the Draw page opens without waiting for TensorFlow, which it starts
+    # importing on a thread of its own, so the model loads faster at the first stroke.
+    code = (
+        "import sys, threading, time\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(ROOT / 'Home.py')!r}, default_timeout=60).run()\n"
+        "at.switch_page('pages/2_Draw.py')\n"
+        "at.run()\n"
+        "assert not at.exception, [e.message for e in at.exception]\n"
+        "importing = [t for t in threading.enumerate() if t.name == 'keras-import']\n"
+        "print(f'IMPORTING={len(importing)}')\n"
+        "for t in importing:\n"
+        "    t.join(timeout=120)\n"
+        "print(f'KERAS={\"keras\" in sys.modules}')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True,
+                         text=True, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "IMPORTING=1" in out.stdout, "the page run waited for Keras (or never started importing it)"
+    assert "KERAS=True" in out.stdout
+
+
 def test_reruns_do_not_reset_keras(app_env, monkeypatch):
     # Streamlit calls keras.backend.clear_session() after every run; app_state turns that off
     # because it would reset Keras under a running training job (see app_state._keep_keras_state).
