@@ -1,5 +1,5 @@
 """The Streamlit glue the pages share: session setup, the sidebar model picker, cached predictors,
-the training-job manager, and turning exceptions into messages.
+the drawing canvas, the training-job manager, and turning exceptions into messages.
 
 This is the only module besides the pages that imports Streamlit. It never imports TensorFlow at
 import time: Keras loads in ``predictor()`` (first Draw, Upload or Evaluate visit) and when a
