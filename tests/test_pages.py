@@ -163,6 +163,14 @@ def test_page_with_empty_store_says_so(page, empty_store_env):
     assert any("No trained model" in w for w in texts(at.sidebar.warning))
 
 
+def run_fresh_interpreter(code: str, timeout: float) -> str:
+    """Run ``code`` in a new Python process at the repository root; its stdout (it must exit 0)."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True,
+                         text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
 def test_home_does_not_import_tensorflow(app_env):
     # In a fresh interpreter: this test process already imported TensorFlow for the fixture model.
     # Also counts Streamlit's one-time REPL check (inspect.stack(), 100-150 ms on a new server's
@@ -181,18 +189,16 @@ def test_home_does_not_import_tensorflow(app_env):
         "print('HEAVY=' + ','.join(heavy))\n"
         "print(f'STACK_WALKS={len(walks)}')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "HEAVY=\n" in out.stdout, f"Home imported {out.stdout.split('HEAVY=')[-1].strip()}"
-    assert "STACK_WALKS=0" in out.stdout
+    stdout = run_fresh_interpreter(code, timeout=120)
+    assert "HEAVY=\n" in stdout, f"Home imported {stdout.split('HEAVY=')[-1].strip()}"
+    assert "STACK_WALKS=0" in stdout
 
 
 def test_draw_imports_keras_in_the_background(app_env):
     # In a fresh interpreter: the Draw page opens without waiting for TensorFlow, which it starts
     # importing on a thread of its own, so the model loads faster at the first stroke.
     code = (
-        "import sys, threading, time\n"
+        "import sys, threading\n"
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({str(ROOT / 'Home.py')!r}, default_timeout=60).run()\n"
         "at.switch_page('pages/2_Draw.py')\n"
@@ -204,11 +210,9 @@ def test_draw_imports_keras_in_the_background(app_env):
         "    t.join(timeout=120)\n"
         "print(f'KERAS={\"keras\" in sys.modules}')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ.copy(), capture_output=True,
-                         text=True, timeout=240)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "IMPORTING=1" in out.stdout, "the page run waited for Keras (or never started importing it)"
-    assert "KERAS=True" in out.stdout
+    stdout = run_fresh_interpreter(code, timeout=240)
+    assert "IMPORTING=1" in stdout, "the page run waited for Keras (or never started importing it)"
+    assert "KERAS=True" in stdout
 
 
 def test_reruns_do_not_reset_keras(app_env, monkeypatch):
