@@ -251,19 +251,12 @@ def model_card(entry: Entry, *, container=None) -> None:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
 def _load_predictor(root: str, name: str, mtime_ns: int):
     # Keyed by the file's mtime, so a model replaced on disk is loaded afresh. Imports TensorFlow.
-    from core import kernels
     from core.novelty import sidecar_path
     from core.predict import Predictor
 
     models = ModelStore(root)
     loaded = Predictor(models.load(name), name=name, meta=models.meta(name),
                        novelty_path=sidecar_path(models.keras_path(name)))
-    # The "not a digit" detector is read (or fitted once and saved beside the model) now, under
-    # the loading spinner, rather than on the visitor's first stroke.
-    loaded.novelty()
-    # The reading path's compiled kernels warm up on a thread of their own (~1 s from numba's
-    # cache; ~10 s to compile, once per install); readings take the numpy path until then.
-    kernels.warm_in_background()
     _freeze_heap_once("tensorflow")
     return loaded
 

@@ -57,40 +57,34 @@ def load_model(name: str | None):
     return result.model, "in-process-fast-cnn", "fitted in-process: the store is empty"
 
 
-STAGES = ("ink (canvas -> ink map)", "crop", "fit (20x20, strokes)", "centre", "network (numpy)", "shape descriptor",
-          "feature distance", "shape likelihood", "ink statistics", "head + rest", "calibration")
+STAGES = ("grey (canvas -> grey plane)", "ink (background, levels)", "crop", "fit (20x20 LANCZOS)", "centre",
+          "network (probabilities + features)", "not-a-digit score", "calibration")
 
 
 def stage_split(predictor, canvas, calls: int = 1000) -> dict[str, float]:
     """Median microseconds of each step of ``Predictor.read(canvas)``, timed inside a loop of whole
-    readings (each step finds the caches as the steps before it left them, as in a real reading).
-    Mirrors ``preprocess.to_mnist`` and ``Predictor._classify``: uses their internal steps."""
-    from core import novelty
+    readings. Mirrors ``preprocess.to_mnist`` and ``Predictor._classify`` step by step."""
     from core import preprocess as pp
     from core.calibrate import apply_temperature
     from core.predict import _as_batch
 
-    runner, detector = predictor.novelty()
     clock, times = time.perf_counter, {k: [] for k in STAGES}
     for i in range(calls + 100):
         t = [clock()]
-        region, _, _ = pp._ink_region(canvas, pp.DEFAULT_MAX_SIDE); t.append(clock())
-        cropped = pp.crop_to_ink(region, min_mass=pp.MIN_INK_MASS); t.append(clock())
-        fitted = pp.fit_strokes(cropped); t.append(clock())
+        grey = pp.grey_image(canvas); t.append(clock())
+        ink = pp._stretch_levels(pp._minus_background(grey)); t.append(clock())
+        cropped = pp.crop_to_ink(ink); t.append(clock())
+        fitted = pp.fit_in_box(cropped); t.append(clock())
         batch = _as_batch(pp.center_by_mass(fitted)[None]); t.append(clock())
-        features, probs = runner(batch); t.append(clock())
-        descriptor = novelty.shape_descriptor(batch); t.append(clock())
-        detector._min_distance(features); t.append(clock())
-        detector._shape_nll(descriptor); t.append(clock())
-        novelty.ink_statistics(batch); t.append(clock())
-        detector.is_digit(features, probs, batch); t.append(clock())  # repeats the three above: "rest" = minus them
+        probs, features = predictor._forward(batch); t.append(clock())
+        if features is not None:
+            predictor.detector.is_digit(features)
+        t.append(clock())
         apply_temperature(probs, predictor.temperature); t.append(clock())
         if i >= 100:
             for key, a, b in zip(STAGES, t, t[1:]):
                 times[key].append((b - a) * 1e6)
-    out = {key: float(np.median(v)) for key, v in times.items()}
-    out["head + rest"] -= out["shape descriptor"] + out["feature distance"] + out["shape likelihood"] + out["ink statistics"]
-    return out
+    return {key: float(np.median(v)) for key, v in times.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,13 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds = max(1, args.rounds)
     per_round = max(1, args.calls // rounds)
 
-    from core import kernels, preprocess
+    from core import preprocess
     from core.data import cached_mnist
     from core.predict import Predictor
 
     say(machine_line())
-    # As the app has them once its background warm-up is done (DIGITS_NO_JIT=1: numpy only).
-    say(f"compiled kernels: {'in use' if kernels.warm() else 'off (numpy)'}")
     model, name, how = load_model(args.model)
     say(f"model: {name} ({how}), {model.count_params():,} parameters")
     meta = {}
@@ -191,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     say(f"PNG upload bytes -> digit          p50 {upload50:7.3f} ms   p95 {pct(times['upload'], 95):7.3f} ms   n={len(times['upload'])}")
     say(f"batch of 100 PNG uploads (read_many) p50 {batch50:7.1f} ms ({batch50 / 100:.2f} ms/image)   n={len(times['batch100'])}"
         f"   goal <= {GOAL_BATCH100_MS:.0f} ms (well under 1 s): {goal(batch50 <= GOAL_BATCH100_MS)}")
-    stages = stage_split(predictor, canvas) if predictor.novelty() is not None else {}
+    stages = stage_split(predictor, canvas)
     if stages:
         say("where a canvas reading's time goes (median us per step, timed inside whole readings):")
         say("  " + ", ".join(f"{key} {us:.0f}" for key, us in stages.items()) + f"; sum {sum(stages.values()):.0f} us")

@@ -38,7 +38,8 @@ from PIL import Image, ImageFilter  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from tests.helpers_images import (  # noqa: E402
-    as_canvas, as_paper_photo_jpeg, as_small_off_center, as_stroke_width, encode, mnist_sample, paper, place,
+    as_canvas, as_lowres_page, as_paper_photo_jpeg, as_small_off_center, as_stroke_width, as_upscaled_png, encode,
+    mnist_sample, paper, place,
 )
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
@@ -85,22 +86,6 @@ def png(pixels: np.ndarray) -> bytes:
     return encode(pixels, "PNG")
 
 
-def lowres_page(digit: np.ndarray, pixels: int, blur: bool) -> bytes:
-    """Issue 15's low-resolution style: NxN LANCZOS, up to 64x64 BICUBIC, blur, dark on a 112 page."""
-    small = Image.fromarray(digit).resize((pixels, pixels), Image.Resampling.LANCZOS)
-    big = small.resize((64, 64), Image.Resampling.BICUBIC)
-    if blur:
-        big = big.filter(ImageFilter.GaussianBlur(2))
-    page = Image.new("L", (112, 112), 255)
-    page.paste(Image.eval(big, lambda p: 255 - p), (24, 24))
-    return png(np.asarray(page))
-
-
-def upscaled_112(image28: np.ndarray) -> bytes:
-    """A 28x28 image as a 112x112 PNG (BICUBIC), as it comes: white on black."""
-    return png(np.asarray(Image.fromarray(image28).resize((112, 112), Image.Resampling.BICUBIC)))
-
-
 def soft_grey(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """TUNING: a soft grey stroke (the MNIST digit upscaled as it is, not re-thresholded) on paper."""
     size = int(rng.integers(80, 140))
@@ -144,9 +129,9 @@ def rows(quick: bool) -> list[tuple[str, str, list, np.ndarray | None]]:
     digits, labels = mnist_sample(n_low, seed=HELD_OUT_SEED)
     for label in LOWRES_GOALS:
         pixels, blur = int(label.split("px")[0]), label.endswith("+blur")
-        out.append(("held-out", label, [lowres_page(d, pixels, blur) for d in digits], labels))
+        out.append(("held-out", label, [as_lowres_page(d, pixels, blur) for d in digits], labels))
     digits, labels = mnist_sample(n, seed=HELD_OUT_SEED)
-    out.append(("held-out", "mnist 112px png", [upscaled_112(d) for d in digits], labels))
+    out.append(("held-out", "mnist 112px png", [as_upscaled_png(d) for d in digits], labels))
     for name, render in [
         ("canvas transparent", lambda d, rng: as_canvas(d, rng, transparent=True)),
         ("thick strokes", lambda d, rng: as_stroke_width(d, int(rng.integers(3, 6)))),
@@ -158,7 +143,7 @@ def rows(quick: bool) -> list[tuple[str, str, list, np.ndarray | None]]:
         with gzip.open(FASHION) as f:
             fashion = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
         pick = np.random.default_rng(HELD_OUT_SEED).permutation(len(fashion))[:n]
-        out.append(("held-out", "fashion 112px png", [upscaled_112(f) for f in fashion[pick]], None))
+        out.append(("held-out", "fashion 112px png", [as_upscaled_png(f) for f in fashion[pick]], None))
     return out
 
 

@@ -21,7 +21,7 @@ from core.config import IMAGE_SIZE, NUM_CLASSES
 from core.data import Split, cached_mnist, to_model_input
 from core.model import ModelSpec, default_spec
 from core.calibrate import temperature_of
-from core.train import ProgressHook, TrainConfig, TrainResult, fit, result_meta, test_accuracy
+from core.train import ProgressHook, TrainConfig, TrainResult, fit, result_meta, save_model, test_accuracy
 
 DEFAULT_MNIST_MIX = 10_000
 DEFAULT_EPOCHS = 3
@@ -238,4 +238,4 @@ def save_finetuned(result: FinetuneResult, store=None, *, name: str | None = Non
         raise ValueError("This fine-tuning was stopped before it finished; there is no model to save.")
     store = store or ModelStore()
     name = name or store.new_name(f"{result.config.spec.family}-finetuned")
-    return store.save(result.model, finetune_meta(result, command=command), name=name)
+    return save_model(result.model, finetune_meta(result, command=command), store, name=name)

@@ -121,3 +121,39 @@ def layer_summary(model) -> list[dict]:
             "parameters": int(layer.count_params()),
         })
     return rows
+
+
+def feature_model(model):
+    """The model with a second output: the features the "not a digit" detector scores.
+
+    The features are every ReLU layer's output (the ``relu_*`` layers `build_model` makes), each
+    convolution layer's averaged over its positions, concatenated in depth order: from strokes
+    and texture (first layer) to the digit's shape (last hidden layer). One forward pass gives
+    both the probabilities and the features.
+
+    Args:
+        model: a Keras model from `build_model` (or any model with ``relu_*`` layers).
+
+    Returns:
+        (feature_model, sizes): a ``keras.Model`` mapping (N, 28, 28, 1) inputs to
+        [(N, 10) probabilities, (N, D) features], and each layer's feature count (summing to D).
+
+    Raises:
+        ValueError: the model has no ``relu_*`` layer.
+    """
+    import keras
+    from keras import layers
+
+    parts = []
+    for layer in model.layers:
+        if not layer.name.startswith("relu_"):
+            continue
+        out = layer.output
+        if len(out.shape) == 4:
+            out = layers.GlobalAveragePooling2D(name=f"mean_{layer.name}")(out)
+        parts.append(out)
+    if not parts:
+        raise ValueError(f"Model {model.name!r} has no relu_* layer to take features from.")
+    features = parts[0] if len(parts) == 1 else layers.Concatenate(name="features")(parts)
+    sizes = [int(p.shape[-1]) for p in parts]
+    return keras.Model(model.inputs[0], [model.outputs[0], features], name=f"{model.name}_features"), sizes

@@ -1,6 +1,6 @@
 """Read several digits written side by side in one image ("2026" on a sheet of paper).
 
-    source --to_ink--> ink map --segment_digits--> boxes --digit_inputs--> (K, 28, 28)
+    source --preprocess.to_ink--> ink map --segment--> glyphs --preprocess.digit_input--> (K, 28, 28)
         --one batched model call--> digits, left to right
 
 Boxes are reported in the pixel coordinates of the image as supplied (upright, before any
@@ -196,33 +196,13 @@ def segment(ink: np.ndarray) -> list[Box]:
     return [layout.box(key) for key in sorted(default, key=lambda k: layout.center(k))]
 
 
-def digit_images(ink: np.ndarray) -> tuple[np.ndarray, list[Box]]:
-    """MNIST-style inputs of the digits `segment` finds, each with its neighbours' ink masked out.
-
-    Args:
-        ink: float32 (rows, cols) ink map in [0, 1].
-
-    Returns:
-        (inputs, boxes): float32 (K, 28, 28) in [0, 1] as `preprocess.digit_inputs` makes them,
-        and the K boxes, left to right.
-    """
-    layout = _Layout(ink)
-    if not layout.majors:
-        return np.zeros((0, 28, 28), np.float32), []
-    keys = sorted(layout.readings()[0].keys, key=lambda k: layout.center(k))
-    images = [layout.glyph_image(key) for key in keys]
-    return np.stack(images), [layout.box(key) for key in keys]
-
-
 # --------------------------------------------------------------------------------------------
 # Segmentation
 # --------------------------------------------------------------------------------------------
 
-# Why not `preprocess.segment_digits` as is: it joins pieces closer than ~2% of the ink height
-# (a dilation), so digits written two or three pixels apart become one box; it keeps the
-# fragments of a faint stroke (the flag of a 5) as digits of their own; and it splits a short,
-# wide digit (a flat 2) in two. Here pieces are grouped by where they sit on the line of digits.
-SEGMENT_THRESHOLD = preprocess.SEGMENT_THRESHOLD
+# Pieces of ink are grouped by where they sit on the line of digits (no dilation, which would
+# join digits written a few pixels apart; fragments of a faint stroke stay with their digit).
+SEGMENT_THRESHOLD = preprocess.CROP_THRESHOLD  # ink above this is in a piece (as in a crop box)
 MAJOR_HEIGHT = 0.45  # a piece at least this share of the line height can be a digit on its own
 X_OVERLAP = 0.5  # large pieces overlapping this much in x (of the narrower) may be one digit...
 SAME_ROWS = 0.5  # ...when they share at most this much of the shorter one's rows (stacked parts)
@@ -234,7 +214,7 @@ ALONE_HEIGHT = 0.25  # a small piece this tall (of the line)...
 ALONE_MASS = 0.25  # ...with this share of a typical digit's ink may be a small digit of its own
 ALONE_PENALTY = math.log(0.3)  # log-prior against reading a small piece as a digit of its own
 SPECK_SHARE = 0.06  # a small piece far from any digit with less ink than this share is dropped
-WIDE_RATIO = preprocess.WIDE_RATIO  # a digit this much wider than tall is two touching digits...
+WIDE_RATIO = 1.25  # a digit this much wider than tall is two touching digits...
 WIDE_LINE = 1.0  # ...and than this share of the line height
 MAX_AMBIGUOUS = 4  # at most this many small pieces get a choice of digit...
 MAX_READINGS_LOG2 = 8  # ...and choices stop at about 2**8 readings
@@ -542,7 +522,7 @@ class _Layout:
         core = self._member(key, y0, y1, x0, x1)
         grown = ndimage.binary_dilation(core, iterations=OWNER_REACH) & (self.labels[y0:y1, x0:x1] == 0)
         local = np.where(core | grown, self.ink[y0:y1, x0:x1], np.float32(0.0))
-        return preprocess.digit_inputs(local, [(0, 0, x1 - x0, y1 - y0)])[0]
+        return preprocess.digit_input(local, min_mass=0.0)
 
 
 @dataclass(frozen=True)

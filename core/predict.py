@@ -6,7 +6,6 @@ A ``Predictor`` wraps one model read-only; it is safe to share between threads (
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +46,6 @@ class Prediction:
                 "is_digit": bool(self.is_digit)}
 
 
-# Up to this many images per call use the numpy path (see Predictor.__init__).
-SMALL_BATCH = 32
-
-
 def _as_batch(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 2:
@@ -64,116 +59,87 @@ def _as_batch(x: np.ndarray) -> np.ndarray:
 
 def batch_probabilities(model, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Probabilities (N, 10) for many images with a compiled call per chunk (no ``predict`` overhead)."""
-    return Predictor(model).probabilities(x, batch_size=batch_size)
+    return Predictor(model, novelty=False).probabilities(x, batch_size=batch_size)
 
 
 class Predictor:
-    """Compiled, read-only inference on one Keras model.
+    """Compiled, read-only inference on one Keras model: probabilities and the "not a digit"
+    detector's features from one forward pass.
 
     Args:
         model: a Keras model mapping (N, 28, 28, 1) float32 in [0, 1] to (N, 10) probabilities.
-        name: the store name, for display (and to find the model's "not a digit" detector file).
-        meta: the model's store metadata, for display.
-        novelty: the "not a digit" detector (`core.novelty`): True to load ``NAME.novelty.npz``
-            from the configured store or fit it on first use (seconds; saved for next time),
-            False to switch it off (every ``is_digit`` is True), or a fitted ``NoveltyDetector``.
-        novelty_path: the detector file to use instead of the store's ``NAME.novelty.npz``.
+        name: the store name, for display (and to find the model's detector file).
+        meta: the model's store metadata (its calibration temperature).
+        novelty: True to read the detector saved beside the model (``NAME.novelty.npz``, or
+            `novelty_path`); False to switch it off; or a fitted `core.novelty.NoveltyDetector`.
+            Without a detector every ``is_digit`` is True (a warning is logged once).
+        novelty_path: the detector file to use instead of the store's.
     """
 
     def __init__(self, model, name: str = "", meta: dict | None = None, *, novelty=True,
                  novelty_path: str | Path | None = None):
         import tensorflow as tf
 
+        from core.model import feature_model
+
         self.model = model
         self.name = name
         self.meta = meta or {}
         # Confidence calibration fitted at training time (core.calibrate); 1.0 leaves them as they are.
         self.temperature = temperature_of(self.meta)
-        # "Not a digit" detector (core.novelty), built on first use: True (load NAME.novelty.npz
-        # from the configured store, else fit and save it), False (off: is_digit stays True), or
-        # a ready NoveltyDetector. `novelty_path` names the sidecar file explicitly.
-        self._novelty_setting = novelty
-        self._novelty_path = novelty_path
-        self._novelty_lock = threading.Lock()
-        self._novelty_parts: tuple | None = None
-        self._novelty_failed = novelty is False or novelty is None
+        self.detector = self._detector(novelty, novelty_path)
+        both = feature_model(model)[0] if self.detector is not None else None
+        forward = both if both is not None else model
         self._call = tf.function(
-            lambda t: model(t, training=False),
+            lambda t: forward(t, training=False),
             input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
             reduce_retracing=True,
         )
         self._call(np.zeros((1, 28, 28, 1), np.float32))  # trace once, up front
-        # Small batches (a drawing, a few uploads) go through a numpy copy of the network: no
-        # TensorFlow call overhead (~0.25 ms instead of ~1 ms). Big batches stay on TensorFlow,
-        # whose kernels use both cores (bench/predict_latency.py measures both).
-        from core.fastnet import compile_numpy
 
-        self._numpy_call = compile_numpy(model)
+    def _detector(self, setting, path):
+        from core.novelty import NoveltyDetector, NoveltyError, sidecar_path
+
+        if setting is False or setting is None:
+            return None
+        if isinstance(setting, NoveltyDetector):
+            return setting
+        if path is None and self.name:
+            from core.store import ModelStore, StoreError
+
+            try:
+                path = sidecar_path(ModelStore().keras_path(self.name))
+            except StoreError:
+                path = None
+        if path is None:
+            return None
+        try:
+            return NoveltyDetector.load(path)
+        except NoveltyError as exc:
+            log.warning("No \"not a digit\" detector for model %r (%s); every input counts as a digit.",
+                        self.name or "(unnamed)", exc)
+            return None
+
+    def _forward(self, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities (N, 10), features (N, D) or None without a detector) for a (N, 28, 28, 1) batch."""
+        chunks = [self._call(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        if self.detector is None:
+            probs = [c.numpy() for c in chunks]
+            return (np.concatenate(probs) if probs else np.zeros((0, 10), np.float32)), None
+        if not chunks:
+            return np.zeros((0, 10), np.float32), np.zeros((0, self.detector.means.shape[1]), np.float32)
+        return (np.concatenate([c[0].numpy() for c in chunks]), np.concatenate([c[1].numpy() for c in chunks]))
 
     def probabilities(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """float32 (N, 10) probabilities for (N, 28, 28[, 1]) inputs in [0, 1]."""
-        x = _as_batch(x)
-        if self._numpy_call is not None and len(x) <= SMALL_BATCH:
-            return self._numpy_call(x)
-        out = [self._call(x[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, 10), np.float32)
-
-    # --- "not a digit" ------------------------------------------------------------------------
-
-    def novelty(self):
-        """The "not a digit" detector and the feature runner it needs, built on first use.
-
-        Returns:
-            ``(runner, detector)`` (`core.novelty.FeatureRunner`, `core.novelty.NoveltyDetector`),
-            or None when the detector is off or cannot be built (a warning is logged once).
-        """
-        if self._novelty_parts is not None or self._novelty_failed:
-            return self._novelty_parts
-        with self._novelty_lock:
-            if self._novelty_parts is None and not self._novelty_failed:
-                try:
-                    self._novelty_parts = self._build_novelty()
-                except Exception as exc:  # noqa: BLE001 - a missing detector must never break reading
-                    self._novelty_failed = True
-                    log.warning("No \"not a digit\" detector for model %r (%s: %s); every input counts as a digit.",
-                                self.name or "(unnamed)", type(exc).__name__, exc)
-        return self._novelty_parts
-
-    def _build_novelty(self) -> tuple:
-        from core import novelty
-
-        runner = novelty.FeatureRunner(self.model)
-        if isinstance(self._novelty_setting, novelty.NoveltyDetector):
-            return runner, self._novelty_setting
-        path = self._novelty_path if self._novelty_path is not None else self._default_novelty_path()
-        return runner, novelty.load_or_fit(self.model, runner, path=path)
-
-    def _default_novelty_path(self) -> Path | None:
-        """``NAME.novelty.npz`` beside ``NAME.keras`` in the configured store, when that file exists."""
-        if not self.name:
-            return None
-        from core.novelty import sidecar_path
-        from core.store import ModelStore, StoreError
-
-        try:
-            keras_path = ModelStore().keras_path(self.name)
-        except StoreError:
-            return None
-        return sidecar_path(keras_path) if keras_path.is_file() else None
+        return self._forward(_as_batch(x), batch_size)[0]
 
     def _classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (N, 10), is_digit bool (N,)) for a (N, 28, 28, 1) batch, one model call."""
-        parts = self.novelty() if len(batch) else None
-        if parts is None:
-            return self.probabilities(batch), np.ones(len(batch), bool)
-        runner, detector = parts
-        features, probs = runner(batch)
-        try:
-            return probs, np.asarray(detector.is_digit(features, probs, batch), bool)
-        except Exception as exc:  # noqa: BLE001 - e.g. a detector file for another architecture
-            log.warning("The \"not a digit\" detector failed (%s: %s); treating the input as a digit.",
-                        type(exc).__name__, exc)
+        probs, features = self._forward(batch)
+        if features is None:
             return probs, np.ones(len(batch), bool)
+        return probs, self.detector.is_digit(features)
 
     # --- predictions ----------------------------------------------------------------------------
 

@@ -142,8 +142,12 @@ class ModelStore:
             name = f"{family}-{stamp}-{i}"
         return name
 
-    def save(self, model, meta: dict, name: str | None = None, *, overwrite: bool = False) -> str:
+    def save(self, model, meta: dict, name: str | None = None, *, overwrite: bool = False,
+             files: dict[str, bytes] | None = None) -> str:
         """Save ``model`` (without optimizer state) and ``meta`` atomically; returns the name.
+
+        ``files`` maps suffixes (such as `NOVELTY_SUFFIX`) to the bytes of files that go beside the
+        model as ``NAME + suffix``; each is written atomically before the metadata.
 
         Raises:
             StoreError: bad name, or the name exists and ``overwrite`` is False.
@@ -168,6 +172,8 @@ class ModelStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        for suffix, data in (files or {}).items():
+            _atomic_write_bytes(self.root / f"{name}{suffix}", data)
         meta = {**meta, "name": name, "params": int(model.count_params()),
                 "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "keras_version": keras.__version__}

@@ -468,7 +468,6 @@ def _main(argv: list[str]) -> int:
     # worker
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     predictor = load_predictor(args.models_dir, args.model)
-    predictor.novelty()  # read (or fit) the detector before the clock starts on the first file
     run_rows(read_manifest(args.folder), args.folder, predictor,
              emit=lambda r: print(json.dumps(r, ensure_ascii=True), flush=True))
     return 0

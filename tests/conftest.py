@@ -13,15 +13,6 @@ TEST_MODEL = "test-mlp"
 TINY_MLP = dict(epochs=1, batch_size=128, learning_rate=1e-2, train_size=10000, val_fraction=0.1, seed=0)
 
 
-def pytest_sessionstart(session) -> None:
-    """Compile the reading path's kernels before collection (some modules read images at import),
-    so every test runs the compiled path the app uses. Seconds on a fresh checkout; numba then
-    caches them beside core/_jit.py for every later process, the browser tests' servers included."""
-    from core import kernels
-
-    kernels.warm()
-
-
 @pytest.fixture(scope="session")
 def trained_store(tmp_path_factory) -> Path:
     """A model store with one small trained MLP (``test-mlp``, set active) and a copy of it

@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 from scipy import ndimage
 
 # Pixel transforms that undo what ImageOps.exif_transpose applies for each EXIF orientation:
@@ -213,6 +213,24 @@ def as_canvas(digit: np.ndarray, rng: np.random.Generator, *, transparent: bool 
         canvas[..., :3] = alpha8[..., None]
         canvas[..., 3] = 255
     return canvas
+
+
+def as_lowres_page(digit: np.ndarray, pixels: int, blur: bool) -> bytes:
+    """Issue 15's low-resolution style: the digit reduced to ``pixels`` x ``pixels`` (LANCZOS),
+    scaled up to 64x64 (BICUBIC), optionally blurred (GaussianBlur(2)), pasted dark at (24, 24)
+    on a 112x112 white page; PNG bytes."""
+    small = Image.fromarray(digit).resize((pixels, pixels), Image.Resampling.LANCZOS)
+    big = small.resize((64, 64), Image.Resampling.BICUBIC)
+    if blur:
+        big = big.filter(ImageFilter.GaussianBlur(2))
+    page = Image.new("L", (112, 112), 255)
+    page.paste(Image.eval(big, lambda p: 255 - p), (24, 24))
+    return encode(page, "PNG")
+
+
+def as_upscaled_png(image28: np.ndarray, size: int = 112) -> bytes:
+    """A 28x28 image as a ``size`` x ``size`` PNG (BICUBIC), as it comes: white on black."""
+    return encode(Image.fromarray(image28).resize((size, size), Image.Resampling.BICUBIC), "PNG")
 
 
 STYLES: dict[str, Callable[[np.ndarray, np.random.Generator], object]] = {
