@@ -103,7 +103,7 @@ def cmd_train(args) -> int:
     from core.store import ModelStore
 
     cfg = train_config(args)
-    last = {"t": -1.0}
+    last = {"t": -float("inf")}  # the first batch is always shown
 
     def hook(p):
         if p.kind == "epoch":
