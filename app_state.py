@@ -1,9 +1,9 @@
 """The Streamlit glue the pages share: session setup, the sidebar model picker, cached predictors,
 the drawing canvas, the training-job manager, and turning exceptions into messages.
 
-This is the only module besides the pages that imports Streamlit. It never imports TensorFlow at
-import time: Keras loads in ``predictor()`` (first Draw, Upload or Evaluate visit) and when a
-training run starts, so the Home page opens without it.
+This is the only module besides the pages that imports Streamlit. Models are served through their
+exported files (``core.serving``, ONNX Runtime): only a training run on the Train page imports
+TensorFlow (until training moves to Dask workers).
 """
 
 from __future__ import annotations
@@ -200,6 +200,11 @@ def model_picker() -> Entry | None:
         if chosen and not models.get(chosen):
             st.warning(f"The model {chosen!r} is no longer in the store; using {default!r} instead.")
             st.session_state[MODEL_NAME] = None
+        configured = store().configured_active()
+        if configured and not models.get(configured):
+            reason = models.problems.get(configured, "it is not in the store")
+            st.warning(f"The server's default model {configured!r} cannot be used ({reason}); "
+                       f"serving {default!r} instead.")
         entry = current_entry(models)
         labels = {e.name: model_label(e, default) for e in models.entries}
         # The plain key is the truth; the widget is re-seeded from it before it is drawn, on every
@@ -249,59 +254,22 @@ def model_card(entry: Entry, *, container=None) -> None:
 # --- predictors ---------------------------------------------------------------------------------
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
-def _load_predictor(root: str, name: str, mtime_ns: int):
-    # Keyed by the file's mtime, so a model replaced on disk is loaded afresh. Imports TensorFlow.
-    from core.novelty import sidecar_path
-    from core.predict import Predictor
+def _load_predictor(root: str, name: str, onnx_sha256: str):
+    # Keyed by the exported file's checksum, so a model saved again under its name loads afresh.
+    # ONNX Runtime only: no TensorFlow in the server (core.serving).
+    from core.serving.predict import Predictor
 
-    models = ModelStore(root)
-    loaded = Predictor(models.load(name), name=name, meta=models.meta(name),
-                       novelty_path=sidecar_path(models.keras_path(name)))
-    _freeze_heap_once("tensorflow")
-    return loaded
-
-
-_keras_import_lock = threading.Lock()
-_keras_import_started = False
-
-
-def import_keras_in_background() -> None:
-    """Start importing Keras (and TensorFlow: 4-6 s here) on a daemon thread, once per process.
-
-    The Draw page loads its model at the first stroke, so the canvas shows at once; started when the
-    page opens, this import runs while the visitor draws, and on a new server the first answer waits
-    for the model file only (bench/app_latency.py, first_stroke_to_prediction_s). Only third-party
-    modules are imported on that thread, never this project's, so it and a page that imports
-    ``core`` meanwhile can only wait for each other's imports, never in a cycle.
-    """
-    global _keras_import_started
-    if "keras" in sys.modules:
-        return
-    with _keras_import_lock:
-        if _keras_import_started:
-            return
-        _keras_import_started = True
-
-    def run() -> None:
-        try:
-            import keras  # noqa: F401
-        except Exception:  # the page's own load reports the problem to the visitor
-            _LOG.exception("Importing Keras in the background failed")
-
-    threading.Thread(target=run, name="keras-import", daemon=True).start()
+    return Predictor.load(name, ModelStore(root))
 
 
 def predictor(entry: Entry):
-    """A compiled, shared, read-only ``Predictor`` for a store entry.
+    """A shared, read-only ``core.serving.predict.Predictor`` for a store entry.
 
     Raises:
-        StoreError: the model file is gone or cannot be loaded.
+        StoreError: the model's files are gone, altered or cannot be loaded.
     """
-    try:
-        mtime = entry.path.stat().st_mtime_ns
-    except OSError as exc:
-        raise StoreError(f"The model file of {entry.name!r} is missing ({exc.strerror}).") from exc
-    return _load_predictor(str(entry.path.parent), entry.name, mtime)
+    checksum = str((entry.meta.get("files") or {}).get(".onnx", ""))
+    return _load_predictor(str(entry.path.parent), entry.name, checksum)
 
 
 def require_model(entry: Entry | None) -> Entry:
@@ -529,14 +497,14 @@ WHY_COLOURS = ("red marks the ink that pushed the model towards {digit}, blue th
 
 
 def why_view(predictor, x28, digit: int, size_px: int = 112):
-    """The saliency heatmap of ``digit`` over the 28x28 input (``core.saliency``), with crisp pixels.
+    """The saliency heatmap of ``digit`` over the 28x28 input (``core.serving.saliency``), with crisp pixels.
 
     Raises:
         ValueError: an input that is not a (28, 28) image in [0, 1].
     """
     from PIL import Image
 
-    from core.saliency import overlay, saliency
+    from core.serving.saliency import overlay, saliency
 
     heat = saliency(predictor, x28, digit)
     view = Image.fromarray(overlay(x28, heat, scale=max(1, size_px // 28)))

@@ -66,7 +66,7 @@ def stage_split(predictor, canvas, calls: int = 1000) -> dict[str, float]:
     readings. Mirrors ``preprocess.to_mnist`` and ``Predictor._classify`` step by step."""
     from core import preprocess as pp
     from core.calibrate import apply_temperature
-    from core.predict import _as_batch
+    from core.serving.predict import _as_batch
 
     clock, times = time.perf_counter, {k: [] for k in STAGES}
     for i in range(calls + 100):
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from core import preprocess
     from core.data import cached_mnist
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
 
     say(machine_line())
     model, name, how = load_model(args.model)

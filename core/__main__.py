@@ -1,6 +1,9 @@
-"""Command line: ``python -m core train | evaluate | activate | predict | list | delete``.
+"""Command line: ``python -m core train | export | evaluate | activate | predict | list | delete``.
 
-stdout carries only results (JSON with ``--json``); logs and progress go to stderr.
+stdout carries only results (JSON with ``--json``); logs and progress go to stderr. Exit codes: 0
+done; 1 a file or a model that cannot be used; 2 a usage error. ``evaluate``, ``predict``, ``list``
+and ``activate`` read models through their exported files (ONNX Runtime) and never import
+TensorFlow; ``train`` and ``export`` are the learning tier's.
 """
 
 from __future__ import annotations
@@ -55,8 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model")
     e.add_argument("--json", action="store_true")
 
-    a = sub.add_parser("activate", help="set the server's default model")
+    a = sub.add_parser("activate", help="set the server's default model (only a model that loads)")
     a.add_argument("name")
+
+    x = sub.add_parser("export", help="write a stored model's inference file and detector (older models)")
+    x.add_argument("name")
 
     pr = sub.add_parser("predict", help="read the digit in image files")
     pr.add_argument("files", nargs="+")
@@ -99,10 +105,18 @@ def train_config(args):
 
 
 def cmd_train(args) -> int:
+    from core.store import ModelStore, StoreError, check_name
     from core.train import save_result, train
-    from core.store import ModelStore
 
     cfg = train_config(args)
+    store = ModelStore()
+    if args.name is not None:  # before training, not after
+        try:
+            check_name(args.name)
+        except StoreError as exc:
+            raise ValueError(str(exc)) from exc
+        if store.meta_path(args.name).exists() or store.keras_path(args.name).exists():
+            raise ValueError(f"A model named {args.name!r} already exists; delete it first or pick another name.")
     last = {"t": -float("inf")}  # the first batch is always shown
 
     def hook(p):
@@ -117,7 +131,6 @@ def cmd_train(args) -> int:
     result = train(cfg, hook=hook)
     _log(f"test accuracy {result.test_accuracy:.4f} in {result.train_seconds:.1f}s of training")
     command = "python -m core " + shlex.join(sys.argv[1:])
-    store = ModelStore()
     name = save_result(result, store, name=args.name, command=command, shipped=args.shipped)
     if args.activate:
         store.set_active(name)
@@ -127,23 +140,22 @@ def cmd_train(args) -> int:
 
 
 def _predictor(name: str | None):
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore, StoreError
 
     store = ModelStore()
     name = name or store.active_name()
     if name is None:
         raise StoreError(f"The model store {store.root} has no usable model; train one with `python -m core train`.")
-    return Predictor(store.load(name), name=name, meta=store.meta(name))
+    return Predictor.load(name, store)
 
 
 def cmd_evaluate(args) -> int:
     from core.data import cached_mnist
-    from core.train import test_accuracy
 
     pred = _predictor(args.model)
     m = cached_mnist()
-    acc = test_accuracy(pred.model, m.x_test.astype("float32") / 255.0, m.y_test)
+    acc = float((pred.probabilities(m.x_test.astype("float32") / 255.0).argmax(axis=1) == m.y_test).mean())
     if args.json:
         print(json.dumps({"model": pred.name, "test_accuracy": round(acc, 6)}))
     else:
@@ -181,6 +193,30 @@ def cmd_predict(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_activate(args) -> int:
+    """Make a model the server's default, but only one that loads and answers."""
+    from core.serving.predict import Predictor
+    from core.store import ModelStore
+
+    store = ModelStore()
+    Predictor.load(args.name, store).probabilities(__import__("numpy").zeros((1, 28, 28), "float32"))
+    store.set_active(args.name)
+    _log(f"{args.name} is now the server's default model")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Export a stored model's inference file and fit its detector (learning tier: imports Keras)."""
+    from core.store import ModelStore
+    from core.train import served_files
+
+    store = ModelStore()
+    model = store.load(args.name)
+    store.attach(args.name, served_files(model))
+    _log(f"exported {args.name}: {args.name}.onnx and its \"not a digit\" detector, checksums recorded")
+    return 0
+
+
 def cmd_list(args) -> int:
     from core.store import ModelStore
 
@@ -212,9 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "evaluate":
             return cmd_evaluate(args)
         if args.command == "activate":
-            ModelStore().set_active(args.name)
-            _log(f"{args.name} is now the server's default model")
-            return 0
+            return cmd_activate(args)
+        if args.command == "export":
+            return cmd_export(args)
         if args.command == "predict":
             return cmd_predict(args)
         if args.command == "list":
@@ -223,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
             ModelStore().delete(args.name)
             _log(f"deleted {args.name}")
             return 0
-    except (StoreError, DataError, ValueError) as exc:
+    except (StoreError, DataError) as exc:  # a model or data that cannot be used
+        _log(f"error: {exc}")
+        return 1
+    except ValueError as exc:  # settings that make no sense
         _log(f"error: {exc}")
         return 2
     return 2

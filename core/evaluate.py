@@ -146,15 +146,13 @@ def evaluation_from_probabilities(probs: np.ndarray, y_true: np.ndarray) -> Eval
     )
 
 
-def evaluate(predictor_or_model, x_test: np.ndarray, y_test: np.ndarray, *, batch_size: int = 1000) -> Evaluation:
+def evaluate(predictor, x_test: np.ndarray, y_test: np.ndarray) -> Evaluation:
     """Evaluate a model on labelled images with one batched pass.
 
     Args:
-        predictor_or_model: a ``core.predict.Predictor`` (reused as is: already compiled) or a
-            Keras model mapping (N, 28, 28, 1) float32 in [0, 1] to (N, 10) probabilities.
+        predictor: a `core.serving.predict.Predictor`.
         x_test: uint8 (N, 28, 28) in 0..255 (as MNIST is stored), or float (N, 28, 28[, 1]) in [0, 1].
         y_test: int (N,) labels in 0..9.
-        batch_size: images per compiled call.
 
     Returns:
         ``Evaluation`` with accuracy, confusion matrix, per-class metrics and the mistakes (their
@@ -164,17 +162,14 @@ def evaluate(predictor_or_model, x_test: np.ndarray, y_test: np.ndarray, *, batc
         ValueError: images of the wrong shape, or labels that do not match them.
     """
     from core.data import to_model_input
-    from core.predict import Predictor
-
     x = np.asarray(x_test)
     if x.dtype == np.uint8:
         x = to_model_input(x)
     if len(x) != len(np.asarray(y_test).reshape(-1)):
         raise ValueError(f"Got {len(x)} images but {np.asarray(y_test).size} labels.")
-    predictor = predictor_or_model if hasattr(predictor_or_model, "probabilities") else Predictor(predictor_or_model)
     # Confidences as the Draw and Upload pages show them: calibrated by the model's temperature
     # (core.calibrate). The digits, and so every count, are the network's own.
-    probs = apply_temperature(predictor.probabilities(x, batch_size=batch_size), predictor.temperature)
+    probs = apply_temperature(predictor.probabilities(x), predictor.temperature)
     return evaluation_from_probabilities(probs, y_test)
 
 

@@ -108,9 +108,9 @@ def _label_smoothing(base_meta: dict | None) -> float:
 
 
 def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    from core.predict import batch_probabilities
+    from core.train import probabilities
 
-    return float(np.mean(np.argmax(batch_probabilities(model, x), axis=1) == y))
+    return float(np.mean(np.argmax(probabilities(model, x), axis=1) == y))
 
 
 def copy_model(model):

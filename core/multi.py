@@ -138,7 +138,7 @@ def read_number(predictor, source: object) -> NumberReading:
     """Read all the digits in an image, left to right, with one batched model call.
 
     Args:
-        predictor: a `core.predict.Predictor`.
+        predictor: a `core.serving.predict.Predictor`.
         source: the bytes of an image file, a PIL image, or a numpy array as accepted by
             `preprocess.to_ink` (e.g. the drawing canvas' (H, W, 4) uint8 RGBA array).
 

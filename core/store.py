@@ -1,13 +1,18 @@
-"""The model store: ``NAME.keras`` + ``NAME.json`` per model in one folder, plus ``active.json``.
+"""The model store: per model, in one folder, ``NAME.keras`` (the Keras model, for the learning
+tier), ``NAME.onnx`` (its exported inference file, which the web tier serves), ``NAME.novelty.npz``
+(its "not a digit" detector) and ``NAME.json`` (metadata, with each file's SHA-256); plus
+``active.json`` (the server's default).
 
 Writes are atomic (temporary file in the same folder, then ``os.replace``), and the metadata is
-written last, so a model is listed only once both files are complete: an interrupted save never
-leaves a listed half-written model and never touches an existing one. Models load with
-``safe_mode=True``. A corrupt entry is reported and skipped, never fatal.
+written last, so a model is listed only once all its files are complete: an interrupted save never
+leaves a listed half-written model and never touches an existing one. Listing verifies every
+file against its recorded checksum: a model with a missing or altered file is reported under
+``problems`` and never served. Models load with ``safe_mode=True``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -20,9 +25,11 @@ from pathlib import Path
 
 from core import config
 
-# Beside NAME.keras and NAME.json, a model may have NAME.novelty.npz: its "not a digit" detector
-# (core.novelty). The store does not list it; deleting the model deletes it.
-NOVELTY_SUFFIX = ".novelty.npz"
+KERAS_SUFFIX = ".keras"
+ONNX_SUFFIX = ".onnx"  # the exported inference file (core.learning.export)
+NOVELTY_SUFFIX = ".novelty.npz"  # the "not a digit" detector (core.novelty)
+# The files a model needs to be served, by role.
+SERVED = {"onnx": ONNX_SUFFIX, "novelty": NOVELTY_SUFFIX}
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 ACTIVE_FILE = "active.json"
@@ -80,6 +87,22 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, remembered per (path, mtime, size) so a listing does not reread it."""
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _digests:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
+
+
 def _check_keras_file(path: Path) -> None:
     """Cheap structural check of a .keras archive (no TensorFlow needed)."""
     if not path.is_file():
@@ -118,10 +141,7 @@ class ModelStore:
                 continue
             try:
                 check_name(name)
-                meta = json.loads(meta_file.read_text(encoding="utf-8"))
-                if not isinstance(meta, dict):
-                    raise StoreError("metadata is not a JSON object")
-                _check_keras_file(self.keras_path(name))
+                meta, _ = self.verify(name)
             except (StoreError, OSError, ValueError) as exc:
                 listing.problems[name] = f"Skipped model {name!r}: {exc}"
                 continue
@@ -131,6 +151,39 @@ class ModelStore:
                 listing.problems[orphan.stem] = f"Skipped model {orphan.stem!r}: it has no metadata file."
         listing.entries.sort(key=lambda e: (str(e.meta.get("created", "")), e.name), reverse=True)
         return listing
+
+    def verify(self, name: str) -> tuple[dict, dict[str, Path]]:
+        """A model's metadata and the paths of the files it is served from, after checking them.
+
+        Returns:
+            (meta, {"onnx": path, "novelty": path}).
+
+        Raises:
+            StoreError: unknown name, unreadable metadata, or a file that is missing or does not
+                match the checksum recorded when the model was saved (altered or damaged).
+        """
+        meta_file = self.meta_path(name)
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise StoreError(f"No model named {name!r} in {self.root}.") from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"the metadata of {name!r} cannot be read ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise StoreError("metadata is not a JSON object")
+        recorded = meta.get("files")
+        if not isinstance(recorded, dict) or not all(s in recorded for s in SERVED.values()):
+            raise StoreError(f"it has no exported inference file; make one with `python -m core export {name}`")
+        for suffix, expected in recorded.items():
+            path = self.root / f"{name}{suffix}"
+            if suffix not in (KERAS_SUFFIX, *SERVED.values()):
+                raise StoreError(f"its metadata lists an unknown file {path.name}")
+            if not path.is_file():
+                raise StoreError(f"its file {path.name} is missing")
+            if file_sha256(path) != expected:
+                raise StoreError(f"its file {path.name} does not match the checksum recorded when it was saved "
+                                 "(altered or damaged)")
+        return meta, {role: self.root / f"{name}{suffix}" for role, suffix in SERVED.items()}
 
     # --- saving -------------------------------------------------------------------------------
 
@@ -172,15 +225,36 @@ class ModelStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        checksums = {KERAS_SUFFIX: file_sha256(self.keras_path(name))}
         for suffix, data in (files or {}).items():
             _atomic_write_bytes(self.root / f"{name}{suffix}", data)
-        meta = {**meta, "name": name, "params": int(model.count_params()),
+            checksums[suffix] = hashlib.sha256(data).hexdigest()
+        meta = {**meta, "name": name, "params": int(model.count_params()), "files": checksums,
                 "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "keras_version": keras.__version__}
         # Metadata last: its presence is what makes the model listed.
         _atomic_write_bytes(self.meta_path(name), json.dumps(meta, indent=1).encode("utf-8"))
         self.prune()
         return name
+
+    def attach(self, name: str, files: dict[str, bytes]) -> None:
+        """Write files beside an existing model (``python -m core export``) and record their checksums.
+
+        Raises:
+            StoreError: no such model (its ``.keras`` and metadata must exist).
+        """
+        meta_file, keras_file = self.meta_path(name), self.keras_path(name)
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"No model named {name!r} in {self.root} ({exc}).") from exc
+        if not keras_file.is_file() or not isinstance(meta, dict):
+            raise StoreError(f"No model named {name!r} in {self.root}.")
+        checksums = {KERAS_SUFFIX: file_sha256(keras_file)}
+        for suffix, data in files.items():
+            _atomic_write_bytes(self.root / f"{name}{suffix}", data)
+            checksums[suffix] = hashlib.sha256(data).hexdigest()
+        _atomic_write_bytes(meta_file, json.dumps({**meta, "files": checksums}, indent=1).encode("utf-8"))
 
     def prune(self, keep: int | None = None) -> list[str]:
         """Remove the oldest user-trained models beyond the cap; the default and the active one stay."""
@@ -200,8 +274,8 @@ class ModelStore:
         self.meta_path(name).unlink(missing_ok=True)
         keras_path = self.keras_path(name)
         keras_path.unlink(missing_ok=True)
-        # The model's "not a digit" detector (core.novelty.sidecar_path), if one was saved.
-        keras_path.with_name(name + NOVELTY_SUFFIX).unlink(missing_ok=True)
+        for suffix in SERVED.values():
+            keras_path.with_name(name + suffix).unlink(missing_ok=True)
 
     def clean_temporaries(self, older_than_s: float = 3600) -> int:
         """Remove leftovers of interrupted saves (hidden temp files older than ``older_than_s``)."""
@@ -269,6 +343,10 @@ class ModelStore:
         if listing.get(config.DEFAULT_MODEL_NAME):
             return config.DEFAULT_MODEL_NAME
         return listing.entries[0].name if listing.entries else None
+
+    def configured_active(self) -> str | None:
+        """The default the operator chose (``$DIGITS_ACTIVE_MODEL``, else ``active.json``), usable or not."""
+        return os.environ.get(config.ACTIVE_MODEL_ENV) or self._active_file()
 
     def _active_file(self) -> str | None:
         try:

@@ -347,12 +347,17 @@ def fit(model, split: Split, cfg: TrainConfig, *, hook: ProgressHook | None = No
     return history
 
 
+def probabilities(model, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """float32 (N, 10) probabilities of a Keras model for (N, 28, 28[, 1]) inputs in [0, 1]."""
+    x = np.asarray(x, np.float32).reshape(-1, 28, 28, 1)
+    if len(x) == 0:
+        return np.zeros((0, 10), np.float32)
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), np.float32)
+
+
 def test_accuracy(model, x_test: np.ndarray, y_test: np.ndarray) -> float:
     """Share of test images classified right, in [0, 1]."""
-    from core.predict import batch_probabilities
-
-    probs = batch_probabilities(model, x_test)
-    return float(np.mean(np.argmax(probs, axis=1) == y_test))
+    return float(np.mean(np.argmax(probabilities(model, x_test), axis=1) == y_test))
 
 
 def train(cfg: TrainConfig, *, hook: ProgressHook | None = None, stop: threading.Event | None = None) -> TrainResult:
@@ -378,9 +383,8 @@ def train(cfg: TrainConfig, *, hook: ProgressHook | None = None, stop: threading
     temperature = 1.0
     if not stopped and len(split.y_val):
         from core.calibrate import fit_temperature
-        from core.predict import batch_probabilities
 
-        temperature = fit_temperature(batch_probabilities(model, split.x_val), split.y_val)
+        temperature = fit_temperature(probabilities(model, split.x_val), split.y_val)
     return TrainResult(cfg, model, history, acc, seconds, stopped, int(model.count_params()), mnist.sha256,
                        temperature)
 
@@ -523,13 +527,21 @@ def save_model(model, meta: dict, store=None, *, name: str | None = None, overwr
     Raises:
         core.store.StoreError: a bad or taken name.
     """
-    from core.store import NOVELTY_SUFFIX, ModelStore, check_name
+    from core.store import ModelStore, check_name
 
     store = store or ModelStore()
     if name is not None:
         check_name(name)
-    detector = fit_detector(model)
-    return store.save(model, meta, name=name, overwrite=overwrite, files={NOVELTY_SUFFIX: detector.to_bytes()})
+    return store.save(model, meta, name=name, overwrite=overwrite, files=served_files(model))
+
+
+def served_files(model) -> dict[str, bytes]:
+    """What the web tier serves a model from: its exported inference file (`core.learning.export`)
+    and its "not a digit" detector (`fit_detector`), by store suffix."""
+    from core.learning.export import export_onnx
+    from core.store import NOVELTY_SUFFIX, ONNX_SUFFIX
+
+    return {ONNX_SUFFIX: export_onnx(model), NOVELTY_SUFFIX: fit_detector(model).to_bytes()}
 
 
 # Digits the detector is fitted on (each given clean and augmented) and held out for its threshold.

@@ -25,7 +25,6 @@ st.title("Draw a digit")
 st.caption("Draw one digit, 0 to 9, with your mouse or finger — or several side by side with "
            "**Several digits** on. The prediction updates after every stroke.")
 entry = app_state.require_model(entry)
-app_state.import_keras_in_background()  # the model loads at the first stroke; its imports start now
 
 
 def _clear() -> None:

@@ -284,7 +284,7 @@ def read_upload(predictor, data: bytes):
     """One file through the Upload page's core path: ``decode_image``, then ``read_many``.
 
     Returns:
-        A `core.predict.Prediction`, or the `ValueError` (ImageReadError) the page shows as an error.
+        A `core.serving.predict.Prediction`, or the `ValueError` (ImageReadError) the page shows as an error.
     """
     from core.preprocess import decode_image
 
@@ -377,14 +377,11 @@ def _in_main_thread() -> bool:
 
 def load_predictor(models_dir: Path | None = None, model: str = DEFAULT_MODEL):
     """A Predictor on ``model`` from ``models_dir`` (default: the repository's store)."""
-    from core.novelty import sidecar_path
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
-    store = ModelStore(models_dir if models_dir is not None else ROOT / "models")
-    # The "not a digit" detector beside the model in THIS store (never the configured one).
-    return Predictor(store.load(model), name=model, meta=store.meta(model),
-                     novelty_path=sidecar_path(store.keras_path(model)))
+    # The model's files in THIS store (never the configured one).
+    return Predictor.load(model, ModelStore(models_dir if models_dir is not None else ROOT / "models"))
 
 
 def summarize(records: list[dict], peak_rss_mb: float | None) -> dict:

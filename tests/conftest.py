@@ -27,7 +27,8 @@ def trained_store(tmp_path_factory) -> Path:
     store = ModelStore(root)
     save_result(result, store, name=TEST_MODEL, command="tests/conftest.py")
     copy = store.meta(TEST_MODEL) | {"name": f"{TEST_MODEL}-copy", "created": "2000-01-01T00:00:00+00:00"}
-    shutil.copyfile(store.keras_path(TEST_MODEL), store.keras_path(f"{TEST_MODEL}-copy"))
+    for suffix in (".keras", ".onnx", ".novelty.npz"):
+        shutil.copyfile(root / f"{TEST_MODEL}{suffix}", root / f"{TEST_MODEL}-copy{suffix}")
     store.meta_path(f"{TEST_MODEL}-copy").write_text(json.dumps(copy), encoding="utf-8")
     store.set_active(TEST_MODEL)
     return root

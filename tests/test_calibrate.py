@@ -65,13 +65,13 @@ def test_shipped_model_confidence_is_calibrated():
     temperature, the confidence shown on the test set tracks accuracy (expected calibration error
     under 1 point) and a clear digit shows more than 97%."""
     from core.data import cached_mnist
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     store = ModelStore()
     meta = store.meta("default-cnn")
     assert 0.2 < meta["temperature"] < 1.0
-    predictor = Predictor(store.load("default-cnn"), name="default-cnn", meta=meta, novelty=False)
+    predictor = Predictor(Predictor.load("default-cnn", store).runtime, name="default-cnn", meta=meta)
     mnist = cached_mnist()
     answers = predictor.predict_inputs(mnist.x_test[:5000].astype(np.float32) / 255)
     conf = np.array([a.confidence for a in answers])

@@ -370,9 +370,8 @@ def decent_base():
 def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path):
     from core.data import cached_mnist, to_model_input
     from core.finetune import finetune, save_finetuned
-    from core.predict import Predictor
     from core.store import ModelStore
-    from core.train import test_accuracy
+    from core.train import probabilities, test_accuracy
 
     base_name, base, base_meta = decent_base
     mnist = cached_mnist()
@@ -381,7 +380,7 @@ def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path)
     assert base_test >= 0.985, f"base model too weak for a 0.2-point check: {base_test:.4f}"
 
     pool_x, pool_y = hard_digits_pool()
-    probs = Predictor(base).probabilities(pool_x)
+    probs = probabilities(base, pool_x)
     pred = probs.argmax(axis=1)
     # Read poorly: the least probability given to the right digit (a confidence threshold would
     # not do: a model trained with label smoothing is never much more than 90% sure).
@@ -398,10 +397,9 @@ def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path)
     before = float(np.mean(pred[fix] == pool_y[fix]))
 
     result = finetune(base, cx, cy, base_name=base_name, base_meta=base_meta)
-    tuned = Predictor(result.model)
-    after = float(np.mean(tuned.probabilities(cx.astype(np.float32) / 255).argmax(axis=1) == cy))
+    after = float(np.mean(probabilities(result.model, cx.astype(np.float32) / 255).argmax(axis=1) == cy))
     held_before = float(np.mean(pred[held_out] == pool_y[held_out]))
-    held_after = float(np.mean(tuned.probabilities(pool_x[held_out]).argmax(axis=1) == pool_y[held_out]))
+    held_after = float(np.mean(probabilities(result.model, pool_x[held_out]).argmax(axis=1) == pool_y[held_out]))
     report = (f"\nbase {base_name}: MNIST test {base_test:.4f}; pool of {len(pool_y)} slanted typed digits "
               f"{np.mean(pred == pool_y):.3f}; {len(fix)} corrections {before:.3f} -> {after:.3f}; "
               f"{len(held_out)} other poorly read (not used) {held_before:.3f} -> {held_after:.3f}; "
@@ -422,4 +420,9 @@ def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path)
     assert meta["test_accuracy"] == pytest.approx(result.test_accuracy)
     assert meta["hyperparameters"]["finetune"]["corrections_accuracy_after"] == pytest.approx(after)
     assert test_accuracy(store.load(name), x_test[:2000], y_test[:2000]) == pytest.approx(
-        float(np.mean(tuned.probabilities(x_test[:2000]).argmax(axis=1) == y_test[:2000])))
+        test_accuracy(result.model, x_test[:2000], y_test[:2000]))
+    # The saved model is served from its exported file, with the same answers.
+    from core.serving.predict import Predictor
+
+    served = Predictor.load(name, store).probabilities(x_test[:2000]).argmax(axis=1)
+    assert np.array_equal(served, probabilities(result.model, x_test[:2000]).argmax(axis=1))

@@ -6,7 +6,7 @@ import pytest
 
 from core import config
 from core.data import cached_mnist
-from core.predict import Predictor
+from core.serving.predict import Predictor
 from core.store import ModelStore
 
 SHIPPED = ModelStore(config.ROOT / "models")
@@ -22,7 +22,7 @@ def test_default_model_is_listed_and_marked_shipped():
 
 
 def test_default_model_scores_at_least_99_4_percent_on_the_test_set():
-    predictor = Predictor(SHIPPED.load(config.DEFAULT_MODEL_NAME))
+    predictor = Predictor.load(config.DEFAULT_MODEL_NAME, SHIPPED)
     m = cached_mnist()
     probs = predictor.probabilities(m.x_test.astype(np.float32) / 255.0)
     accuracy = float(np.mean(probs.argmax(axis=1) == m.y_test))

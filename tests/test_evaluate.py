@@ -115,11 +115,11 @@ def test_evaluate_small_model_is_consistent(small_eval, test_set, trained_store)
 
 def test_evaluate_accepts_a_predictor_and_float_inputs(small_eval, test_set, trained_store):
     from core.data import to_model_input
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     x, y = test_set
-    predictor = Predictor(ModelStore(trained_store).load("test-mlp"))
+    predictor = Predictor.load("test-mlp", ModelStore(trained_store))
     ev = evaluate(predictor, to_model_input(x[:500]), y[:500])
     assert ev.count == 500
     assert ev.predicted.tolist() == small_eval.predicted[:500].tolist()
@@ -129,13 +129,14 @@ def test_evaluate_accepts_a_predictor_and_float_inputs(small_eval, test_set, tra
 
 def test_evaluate_shows_calibrated_confidences(test_set, trained_store):
     """The mistakes gallery's confidences match the reading pages': same temperature, same digits."""
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     x, y = test_set
     store = ModelStore(trained_store)
-    raw = evaluate(Predictor(store.load("test-mlp"), novelty=False), x[:500], y[:500])
-    sharp = Predictor(store.load("test-mlp"), meta={"temperature": 0.5}, novelty=False)
+    loaded = Predictor.load("test-mlp", store)
+    raw = evaluate(Predictor(loaded.runtime, meta={}), x[:500], y[:500])
+    sharp = Predictor(loaded.runtime, meta={"temperature": 0.5})
     ev = evaluate(sharp, x[:500], y[:500])
     assert ev.predicted.tolist() == raw.predicted.tolist() and ev.accuracy == raw.accuracy
     assert (ev.confidence >= raw.confidence - 1e-6).all() and (ev.confidence > raw.confidence).any()

@@ -54,11 +54,11 @@ def good_store(tmp_path, monkeypatch) -> ModelStore:
 def reads_mnist_well(model) -> float:
     """Accuracy of ``model`` on 200 MNIST test digits (the shipped model scores ~1.0)."""
     from core.data import cached_mnist
-    from core.predict import Predictor
+    from core.train import probabilities
 
     mnist = cached_mnist()
     x = mnist.x_test[:200].astype(np.float32) / 255.0
-    probs = Predictor(model).probabilities(x)
+    probs = probabilities(model, x)
     return float(np.mean(np.argmax(probs, axis=1) == mnist.y_test[:200]))
 
 

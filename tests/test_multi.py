@@ -21,20 +21,22 @@ NUMBERS = 200
 def served():
     """The store's default model when there is one, else a small CNN trained here (~1 min).
 
-    The "not a digit" detector is off: these tests are about reading numbers.
     """
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     store = ModelStore()
     name = store.active_name()
     if name is not None:
-        return Predictor(store.load(name), name=name, meta=store.meta(name), novelty=False)
+        return Predictor.load(name, store)
     from core.train import RECIPES, train
 
     result = train(replace(RECIPES["fast"], train_size=30000))
     assert result.test_accuracy >= 0.98, f"fallback model too weak: {result.test_accuracy:.4f}"
-    return Predictor(result.model, novelty=False)
+    from core.learning.export import export_onnx
+    from core.serving.runtime import Runtime
+
+    return Predictor(Runtime(export_onnx(result.model)))
 
 
 @pytest.fixture(scope="module")

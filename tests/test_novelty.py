@@ -46,12 +46,11 @@ def png_112(image28: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def shipped():
     """A Predictor on the shipped default model, with the detector shipped beside it."""
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     store = ModelStore(Path(__file__).resolve().parent.parent / "models")
-    predictor = Predictor(store.load("default-cnn"), name="default-cnn", meta=store.meta("default-cnn"),
-                          novelty_path=sidecar_path(store.keras_path("default-cnn")))
+    predictor = Predictor.load("default-cnn", store)
     assert predictor.detector is not None, "the shipped model ships without its detector"
     return predictor
 
@@ -101,10 +100,10 @@ def test_blank_and_noise_are_not_digits(shipped):
 
 # --- the detector file and its use ---------------------------------------------------------------
 
-def test_saving_a_model_writes_its_detector_and_deleting_removes_it(trained_store, tmp_path):
+def test_saving_a_model_writes_its_files_and_deleting_removes_them(trained_store, tmp_path):
     import shutil
 
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     root = tmp_path / "models"
@@ -113,36 +112,41 @@ def test_saving_a_model_writes_its_detector_and_deleting_removes_it(trained_stor
     path = sidecar_path(store.keras_path("test-mlp"))
     assert path.is_file(), "save_result did not write the detector beside the model"
     detector = NoveltyDetector.load(path)
-    predictor = Predictor(store.load("test-mlp"), name="test-mlp", novelty_path=path)
-    assert predictor.detector is not None
-    assert predictor.read(np.eye(28, dtype=np.float32) * 255).digit is not None
     assert detector.means.shape[1] == sum(detector.sizes)
-    assert path.name not in [p.name for p in root.iterdir() if p.suffix == ".json"]
+    assert set(store.meta("test-mlp")["files"]) == {".keras", ".onnx", ".novelty.npz"}
+    predictor = Predictor.load("test-mlp", store)
+    assert predictor.detector is not None and predictor.runtime.feature_count == sum(detector.sizes)
+    assert predictor.read(np.eye(28, dtype=np.float32) * 255).digit is not None
     assert [e.name for e in store.list().entries].count("test-mlp") == 1
     store.delete("test-mlp")
-    assert not path.exists(), "deleting a model leaves its detector behind"
+    assert not path.exists() and not (root / "test-mlp.onnx").exists(), "deleting a model leaves files behind"
 
 
-def test_broken_detector_file_never_breaks_reading(trained_store, tmp_path, caplog):
-    from core.predict import Predictor
+def test_a_damaged_detector_file_means_the_model_is_not_served(trained_store, tmp_path):
+    import shutil
+
+    from core.serving.predict import Predictor
+    from core.store import ModelStore, StoreError
+
+    root = tmp_path / "models"
+    shutil.copytree(trained_store, root)
+    (root / "test-mlp.novelty.npz").write_bytes(b"not an npz")
+    store = ModelStore(root)
+    assert "test-mlp" not in store.list().names()
+    assert "checksum" in store.list().problems["test-mlp"]
+    with pytest.raises(StoreError, match="checksum"):
+        Predictor.load("test-mlp", store)
+
+
+def test_a_detector_for_other_features_is_switched_off(trained_store, caplog):
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
-    bad = tmp_path / "x.novelty.npz"
-    bad.write_bytes(b"not an npz")
+    loaded = Predictor.load("test-mlp", ModelStore(trained_store))
+    other, _, _ = _toy()
     with caplog.at_level(logging.WARNING):
-        predictor = Predictor(ModelStore(trained_store).load("test-mlp"), novelty_path=bad)
-    answer = predictor.read(np.eye(28, dtype=np.float32))
-    assert answer.digit is not None and answer.is_digit is True
-    assert "not a digit" in caplog.text
-    assert predictor.detector is None
-
-
-def test_detector_off(trained_store):
-    from core.predict import Predictor
-    from core.store import ModelStore
-
-    predictor = Predictor(ModelStore(trained_store).load("test-mlp"), novelty=False)
-    assert predictor.detector is None
+        predictor = Predictor(loaded.runtime, name="test-mlp", detector=other)
+    assert predictor.detector is None and "not a digit" in caplog.text
     assert all(p.is_digit for p in predictor.predict_inputs(np.random.default_rng(0).random((3, 28, 28))))
 
 

@@ -194,25 +194,43 @@ def test_home_does_not_import_tensorflow(app_env):
     assert "STACK_WALKS=0" in stdout
 
 
-def test_draw_imports_keras_in_the_background(app_env):
-    # In a fresh interpreter: the Draw page opens without waiting for TensorFlow, which it starts
-    # importing on a thread of its own, so the model loads faster at the first stroke.
+def test_reading_pages_never_import_tensorflow(app_env, tmp_path):
+    # In a fresh interpreter (this test process already imported TensorFlow for the fixture model):
+    # Draw reads a drawn 2, Upload a photographed 7, Evaluate measures the model; each answer is
+    # seen, so a page that stopped early cannot pass; then neither TensorFlow nor Keras is loaded.
+    canvas = tmp_path / "canvas.npy"
+    np.save(canvas, as_canvas(mnist_test_digit(2), np.random.default_rng(1), transparent=False))
+    seven = tmp_path / "seven.png"
+    seven.write_bytes(ink_on_paper_png(mnist_test_digit(7)))
     code = (
-        "import sys, threading\n"
+        "import sys\n"
+        "import numpy as np\n"
+        "from pathlib import Path\n"
         "from streamlit.testing.v1 import AppTest\n"
-        f"at = AppTest.from_file({str(ROOT / 'Home.py')!r}, default_timeout=60).run()\n"
-        "at.switch_page('pages/2_Draw.py')\n"
+        "from tests.test_pages import canvas_state, metric\n"
+        f"home = {str(ROOT / 'Home.py')!r}\n"
+        "at = AppTest.from_file(home, default_timeout=60).run()\n"
+        "at.switch_page('pages/2_Draw.py').run()\n"
+        f"at.session_state['draw_canvas'] = canvas_state(np.load({str(canvas)!r}))\n"
         "at.run()\n"
         "assert not at.exception, [e.message for e in at.exception]\n"
-        "importing = [t for t in threading.enumerate() if t.name == 'keras-import']\n"
-        "print(f'IMPORTING={len(importing)}')\n"
-        "for t in importing:\n"
-        "    t.join(timeout=120)\n"
-        "print(f'KERAS={\"keras\" in sys.modules}')\n"
+        "print('DRAW=' + str(metric(at, 'Predicted digit')))\n"
+        "at = AppTest.from_file(home, default_timeout=60).run()\n"
+        "at.switch_page('pages/3_Upload.py').run()\n"
+        f"at.file_uploader(key='upload_files').set_value([('7.png', Path({str(seven)!r}).read_bytes(), 'image/png')]).run()\n"
+        "assert not at.exception, [e.message for e in at.exception]\n"
+        "print('UPLOAD=' + str(metric(at, 'Predicted digit')))\n"
+        "at = AppTest.from_file(home, default_timeout=60).run()\n"
+        "at.switch_page('pages/4_Evaluate.py').run()\n"
+        "assert not at.exception, [e.message for e in at.exception]\n"
+        "print('EVALUATE=' + str(metric(at, 'Test accuracy')))\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
     )
     stdout = run_fresh_interpreter(code, timeout=240)
-    assert "IMPORTING=1" in stdout, "the page run waited for Keras (or never started importing it)"
-    assert "KERAS=True" in stdout
+    assert "DRAW=2\n" in stdout and "UPLOAD=7\n" in stdout, stdout
+    assert "EVALUATE=9" in stdout, stdout  # the fixture MLP scores 9x%
+    assert "HEAVY=\n" in stdout, f"a reading page imported {stdout.split('HEAVY=')[-1].strip()}"
 
 
 def test_reruns_do_not_reset_keras(app_env, monkeypatch):

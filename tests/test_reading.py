@@ -27,7 +27,7 @@ N = 200
 @pytest.fixture(scope="module")
 def shipped():
     from core.novelty import sidecar_path
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     store = ModelStore(Path(__file__).resolve().parent.parent / "models")

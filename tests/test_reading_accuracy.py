@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core import config
-from core.predict import Predictor
+from core.serving.predict import Predictor
 from core.store import ModelStore
 from tests.helpers_images import STYLES, mnist_sample
 
@@ -17,7 +17,7 @@ PER_STYLE = 60  # 7 styles x 60 = 420 images
 @pytest.fixture(scope="module")
 def predictor():
     store = ModelStore(config.ROOT / "models")
-    return Predictor(store.load(config.DEFAULT_MODEL_NAME), name=config.DEFAULT_MODEL_NAME)
+    return Predictor.load(config.DEFAULT_MODEL_NAME, store)
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,17 @@ import time
 import numpy as np
 import pytest
 
-from core.saliency import NEGATIVE_RGB, POSITIVE_RGB, overlay, saliency
+from core.serving.saliency import NEGATIVE_RGB, POSITIVE_RGB, overlay, saliency
 
 TEST_MODEL = "test-mlp"  # the trained_store fixture's model (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
 def predictor(trained_store):
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
-    return Predictor(ModelStore(trained_store).load(TEST_MODEL), novelty=False)
+    return Predictor.load(TEST_MODEL, ModelStore(trained_store))
 
 
 @pytest.fixture(scope="module")

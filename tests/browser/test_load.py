@@ -26,12 +26,12 @@ SESSIONS, REQUESTS = 4, 5
 def test_drawn_digits_are_read_right_by_the_shipped_model():
     """The strokes the load test draws are digits the served model reads (else 'wrong digit' would
     blame the app for the test's handwriting)."""
-    from core.predict import Predictor
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     assert len(LOAD_DIGITS) >= 8
     store = ModelStore(ROOT / "models")
-    predictor = Predictor(store.load(MODEL), name=MODEL, novelty=False)
+    predictor = Predictor.load(MODEL, store)
     for digit in LOAD_DIGITS:
         canvas = render_digit(digit)
         assert canvas.shape == (280, 280, 4) and canvas.dtype == np.uint8

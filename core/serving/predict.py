@@ -1,13 +1,13 @@
-"""Fast inference: a compiled call on a loaded model, never ``model.predict`` (tens of ms a call).
+"""Reading digits with a stored model's exported file: one ONNX Runtime call per batch.
 
-A ``Predictor`` wraps one model read-only; it is safe to share between threads (sessions).
+A ``Predictor`` wraps one model read-only (its `core.serving.runtime.Runtime`, its "not a digit"
+detector and its calibration); it is safe to share between threads (sessions). No TensorFlow.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -57,89 +57,58 @@ def _as_batch(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def batch_probabilities(model, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-    """Probabilities (N, 10) for many images with a compiled call per chunk (no ``predict`` overhead)."""
-    return Predictor(model, novelty=False).probabilities(x, batch_size=batch_size)
-
-
 class Predictor:
-    """Compiled, read-only inference on one Keras model: probabilities and the "not a digit"
-    detector's features from one forward pass.
+    """Inference on one exported model: probabilities and the "not a digit" verdict from one pass.
 
     Args:
-        model: a Keras model mapping (N, 28, 28, 1) float32 in [0, 1] to (N, 10) probabilities.
-        name: the store name, for display (and to find the model's detector file).
+        runtime: the model's `core.serving.runtime.Runtime`.
+        name: the store name, for display.
         meta: the model's store metadata (its calibration temperature).
-        novelty: True to read the detector saved beside the model (``NAME.novelty.npz``, or
-            `novelty_path`); False to switch it off; or a fitted `core.novelty.NoveltyDetector`.
-            Without a detector every ``is_digit`` is True (a warning is logged once).
-        novelty_path: the detector file to use instead of the store's.
+        detector: the model's `core.novelty.NoveltyDetector`; None: every ``is_digit`` is True.
     """
 
-    def __init__(self, model, name: str = "", meta: dict | None = None, *, novelty=True,
-                 novelty_path: str | Path | None = None):
-        import tensorflow as tf
-
-        from core.model import feature_model
-
-        self.model = model
+    def __init__(self, runtime, name: str = "", meta: dict | None = None, detector=None):
+        self.runtime = runtime
         self.name = name
         self.meta = meta or {}
         # Confidence calibration fitted at training time (core.calibrate); 1.0 leaves them as they are.
         self.temperature = temperature_of(self.meta)
-        self.detector = self._detector(novelty, novelty_path)
-        both = feature_model(model)[0] if self.detector is not None else None
-        forward = both if both is not None else model
-        self._call = tf.function(
-            lambda t: forward(t, training=False),
-            input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32)],
-            reduce_retracing=True,
-        )
-        self._call(np.zeros((1, 28, 28, 1), np.float32))  # trace once, up front
+        if detector is not None and detector.means.shape[1] != runtime.feature_count:
+            log.warning("The \"not a digit\" detector of %r does not fit its exported model; it is off.",
+                        name or "(unnamed)")
+            detector = None
+        self.detector = detector
 
-    def _detector(self, setting, path):
-        from core.novelty import NoveltyDetector, NoveltyError, sidecar_path
+    @classmethod
+    def load(cls, name: str, store=None) -> "Predictor":
+        """The stored model ``name``, served from its exported file after checking its checksums.
 
-        if setting is False or setting is None:
-            return None
-        if isinstance(setting, NoveltyDetector):
-            return setting
-        if path is None and self.name:
-            from core.store import ModelStore, StoreError
+        Raises:
+            core.store.StoreError: unknown name, or files that are missing, altered or unloadable.
+        """
+        from core.novelty import NoveltyDetector, NoveltyError
+        from core.serving.runtime import Runtime, RuntimeError_
+        from core.store import ModelStore, StoreError
 
-            try:
-                path = sidecar_path(ModelStore().keras_path(self.name))
-            except StoreError:
-                path = None
-        if path is None:
-            return None
+        store = store or ModelStore()
+        meta, files = store.verify(name)
         try:
-            return NoveltyDetector.load(path)
-        except NoveltyError as exc:
-            log.warning("No \"not a digit\" detector for model %r (%s); every input counts as a digit.",
-                        self.name or "(unnamed)", exc)
-            return None
-
-    def _forward(self, x: np.ndarray, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities (N, 10), features (N, D) or None without a detector) for a (N, 28, 28, 1) batch."""
-        chunks = [self._call(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-        if self.detector is None:
-            probs = [c.numpy() for c in chunks]
-            return (np.concatenate(probs) if probs else np.zeros((0, 10), np.float32)), None
-        if not chunks:
-            return np.zeros((0, 10), np.float32), np.zeros((0, self.detector.means.shape[1]), np.float32)
-        return (np.concatenate([c[0].numpy() for c in chunks]), np.concatenate([c[1].numpy() for c in chunks]))
-
-    def probabilities(self, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        """float32 (N, 10) probabilities for (N, 28, 28[, 1]) inputs in [0, 1]."""
-        return self._forward(_as_batch(x), batch_size)[0]
+            runtime = Runtime(files["onnx"])
+            detector = NoveltyDetector.load(files["novelty"])
+        except (RuntimeError_, NoveltyError) as exc:
+            raise StoreError(f"Model {name!r} cannot be served: {exc}.") from exc
+        return cls(runtime, name=name, meta=meta, detector=detector)
 
     def _classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (N, 10), is_digit bool (N,)) for a (N, 28, 28, 1) batch, one model call."""
-        probs, features = self._forward(batch)
-        if features is None:
+        probs, features = self.runtime.run(batch)
+        if self.detector is None:
             return probs, np.ones(len(batch), bool)
         return probs, self.detector.is_digit(features)
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """float32 (N, 10) uncalibrated probabilities for (N, 28, 28[, 1]) inputs in [0, 1]."""
+        return self.runtime.run(_as_batch(x))[0]
 
     # --- predictions ----------------------------------------------------------------------------
 
