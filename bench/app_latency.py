@@ -20,7 +20,7 @@ Figures (the last line of output is one JSON object with them):
     it once Home had finished running (from /proc/PID/maps).
 ``first_prediction_s``
     On a second, fresh server: server start -> /Draw opened -> a 7 drawn with the mouse -> its answer
-    (the "Predicted digit" metric) shown. Includes TensorFlow's import and the model load.
+    (the "Predicted digit" metric) shown. Includes loading the model (ONNX Runtime, no TensorFlow).
     ``first_stroke_to_prediction_s`` is the part from the mouseup that ends the stroke.
 ``stroke_to_prediction_p50_ms`` (and ``_p90_ms``, ``_max_ms``)
     Warm page: digits 0-9 twice (22 strokes; the canvas cleared between digits). Before each stroke

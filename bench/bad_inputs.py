@@ -11,15 +11,15 @@ line of JSON:
 never a traceback) within the per-file time limit; "crashes" counts any other exception or a
 timeout (a worker that dies or overruns the whole run counts every file as a crash, and the JSON
 line is still printed); ``max_s`` is the slowest file; ``peak_rss_mb`` is the child's peak
-resident memory (TensorFlow and the model included); ``total_s`` the whole run, corpus included.
+resident memory (ONNX Runtime and the model included); ``total_s`` the whole run, corpus included.
 
     python bench/bad_inputs.py                      # the shipped default-cnn, ~20 s
     python bench/bad_inputs.py --keep DIR           # also leave the corpus files in DIR
 
-The model runs from a temporary copy of its store entry (``NAME.keras``, ``.json`` and its "not a
-digit" detector ``NAME.novelty.npz``), so nothing is written into the store. When the store has
-no detector for the model, it is fitted first, off the clock (``detector_fit_s``), as the app
-does under its model-loading spinner before any upload is read.
+The model runs from a temporary copy of its store entry (``NAME.json``, the exported inference
+file ``NAME.onnx`` it is served from, its "not a digit" detector ``NAME.novelty.npz`` and
+``NAME.keras``), so nothing is written into the store. A model saved before models were exported
+needs ``python -m core export NAME`` first (``detector_fit_s`` stays null).
 """
 
 from __future__ import annotations
@@ -42,17 +42,16 @@ from tests import bad_inputs as bi  # noqa: E402
 
 
 def private_store(source: Path, model: str, folder: Path) -> tuple[Path, float | None]:
-    """Copy ``model``'s files from the store ``source`` into ``folder``; fit its "not a digit"
-    detector there (in a child process) when ``source`` has none. Returns (store, fit seconds or None)."""
+    """Copy ``model``'s files from the store ``source`` into ``folder``. Returns (store, None): the
+    detector is part of a saved model now, never fitted here."""
     folder.mkdir(parents=True, exist_ok=True)
-    for suffix in (".keras", ".json", ".novelty.npz"):
+    for suffix in (".keras", ".onnx", ".json", ".novelty.npz"):
         if (source / f"{model}{suffix}").is_file():
             shutil.copyfile(source / f"{model}{suffix}", folder / f"{model}{suffix}")
-    if not (folder / f"{model}.keras").is_file():
+    if not (folder / f"{model}.json").is_file():
         raise SystemExit(f"no model {model!r} in {source}")
-    if (folder / f"{model}.novelty.npz").is_file():
-        return folder, None
-    say(f"no saved \"not a digit\" detector for {model}: reading without it")
+    if not (folder / f"{model}.onnx").is_file():
+        raise SystemExit(f"model {model!r} has no exported inference file; run `python -m core export {model}`")
     return folder, None
 
 

@@ -3,10 +3,10 @@
 Measures, on the shipped model (``default-cnn``, else the store's active model):
 
 - a canvas drawing, the (280, 280, 4) uint8 RGBA array the Draw page gets, through
-  ``Predictor.read`` (preprocessing + compiled model call): p50 and p95;
+  ``Predictor.read`` (preprocessing + one ONNX Runtime call on the exported file): p50 and p95;
 - the split of that: preprocessing only (``preprocess.to_mnist``) and the model call only
   (``Predictor.predict_input`` on the preprocessed 28x28);
-- the reference: ``model.predict(x, verbose=0)`` on the same model and the same preprocessed input;
+- the reference: Keras' ``model.predict(x, verbose=0)`` on the same model and the same preprocessed input;
 - one PNG upload given as bytes (decoding included) through ``Predictor.read``;
 - a batch of 100 PNG uploads of different digits through ``Predictor.read_many``.
 
@@ -36,8 +36,11 @@ CANVAS_DIGIT_INDEX = 0  # MNIST test image 0, a 7
 
 
 def load_model(name: str | None):
-    """(model, name, how): the named model, else default-cnn, else the active one, else a quick fit."""
+    """(predictor, keras model, name, how): the named model, else default-cnn, else the active one,
+    else a quick fit. The predictor serves the exported file (ONNX Runtime, as the app does); the
+    Keras model is the reference ``model.predict`` runs on."""
     from core import config
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
     store = ModelStore()
@@ -46,15 +49,19 @@ def load_model(name: str | None):
         say(f"note: {problem}")
     chosen = name or (config.DEFAULT_MODEL_NAME if listing.get(config.DEFAULT_MODEL_NAME) else store.active_name())
     if chosen:
-        return store.load(chosen), chosen, f"from the store {store.root}"
-    from core.train import RECIPES, train
+        return Predictor.load(chosen, store), store.load(chosen), chosen, f"from the store {store.root}"
+    from core.learning.export import export_onnx
+    from core.serving.runtime import Runtime
+    from core.train import RECIPES, fit_detector, train
 
     cfg = replace(RECIPES["fast"], epochs=1, train_size=20000)
     say(f"note: the model store ({store.root}) is empty; fitting a small model in-process instead "
         f"(recipe 'fast', 1 epoch on 20,000 images). Latency depends on the architecture, not the weights.")
     result = train(cfg)
     say(f"      fitted in {result.train_seconds:.1f} s, test accuracy {result.test_accuracy:.4f}")
-    return result.model, "in-process-fast-cnn", "fitted in-process: the store is empty"
+    name = "in-process-fast-cnn"
+    predictor = Predictor(Runtime(export_onnx(result.model)), name=name, detector=fit_detector(result.model))
+    return predictor, result.model, name, "fitted in-process: the store is empty"
 
 
 STAGES = ("grey (canvas -> grey plane)", "ink (background, levels)", "crop", "fit (20x20 LANCZOS)", "centre",
@@ -76,8 +83,8 @@ def stage_split(predictor, canvas, calls: int = 1000) -> dict[str, float]:
         cropped = pp.crop_to_ink(ink); t.append(clock())
         fitted = pp.fit_in_box(cropped); t.append(clock())
         batch = _as_batch(pp.center_by_mass(fitted)[None]); t.append(clock())
-        probs, features = predictor._forward(batch); t.append(clock())
-        if features is not None:
+        probs, features = predictor.runtime.run(batch); t.append(clock())
+        if predictor.detector is not None:
             predictor.detector.is_digit(features)
         t.append(clock())
         apply_temperature(probs, predictor.temperature); t.append(clock())
@@ -102,16 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     from core.serving.predict import Predictor
 
     say(machine_line())
-    model, name, how = load_model(args.model)
-    say(f"model: {name} ({how}), {model.count_params():,} parameters")
-    meta = {}
-    if how.startswith("from the store"):
-        from core.store import ModelStore
-
-        meta = ModelStore().meta(name)  # its calibration temperature, as the app uses it
-    predictor = Predictor(model, name=name, meta=meta)
+    predictor, model, name, how = load_model(args.model)
+    say(f"model: {name} ({how}), {model.count_params():,} parameters; served from its exported file")
     # The same model without the "not a digit" detector: what the detector adds to each reading.
-    plain = Predictor(model, name=name, meta=meta, novelty=False)
+    plain = Predictor(predictor.runtime, name=name, meta=predictor.meta)
 
     mnist = cached_mnist()
     canvas = canvas_rgba(mnist.x_test[CANVAS_DIGIT_INDEX])

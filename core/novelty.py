@@ -27,7 +27,7 @@ import numpy as np
 from core.store import NOVELTY_SUFFIX
 
 FORMAT_VERSION = 3  # 3: per-layer Mahalanobis distances over `core.model.feature_model`'s features
-FIT_QUANTILE = 0.995  # share of held-out digits (clean and augmented) scored below the threshold
+FIT_QUANTILE = 0.99  # share of held-out digits (clean and augmented) scored below the threshold
 COVARIANCE_SHRINK = 0.01  # ridge, as a share of the mean variance, added to each layer's covariance
 
 

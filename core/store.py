@@ -87,13 +87,15 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-_digests: dict[tuple[str, int, int], str] = {}
+_digests: dict[tuple, str] = {}
 
 
 def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, remembered per (path, mtime, size) so a listing does not reread it."""
+    """SHA-256 of a file, remembered per (path, inode, size, mtime, ctime) so a listing does not
+    reread it. The change time is in the key because any write updates it and, unlike the
+    modification time, it cannot be set back: a file altered in place is always read again."""
     stat = path.stat()
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _digests:
         digest = hashlib.sha256()
         with open(path, "rb") as fh:
@@ -212,7 +214,7 @@ class ModelStore:
         if not overwrite and (self.meta_path(name).exists() or self.keras_path(name).exists()):
             raise StoreError(f"A model named {name!r} already exists in {self.root}.")
         # Serve an uncompiled copy: smaller file, no optimizer or schedule objects to deserialize.
-        clean = keras.models.clone_model(model)
+        clean = keras.Model.from_config(model.get_config())  # the architecture only, no compile state
         clean.set_weights(model.get_weights())
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".keras", dir=self.root)
         os.close(fd)

@@ -11,15 +11,16 @@ CANVAS_PX = 280
 # Room for a few digits side by side when "Several digits" is on (same height, same brush); the
 # drawing column widens to hold it.
 CANVAS_WIDE_PX = 360
-# At 280 px a digit drawn ~200 px tall is shrunk ~10x to MNIST's 20 px box: a 20 px brush becomes
-# MNIST's 2-3 px stroke.
-STROKE_PX = 20
+# At 280 px a digit drawn ~200 px tall is shrunk ~10x to MNIST's 20 px box: the 20 px marker becomes
+# MNIST's 2-3 px stroke. The other pens draw as people's own pens do: a fine line, a soft grey pencil.
+PENS = {"Marker": (20, "#FFFFFF"), "Fine pen": (6, "#FFFFFF"), "Pencil": (9, "#9A9A9A")}
 CANVAS_KEY = "draw_canvas"
 SEEN_PX = 112
 
 entry = app_state.page("Draw", ":material/draw:", layout="wide")
 st.session_state.setdefault("draw_clears", 0)
 st.session_state.setdefault("draw_multi", False)
+st.session_state.setdefault("draw_pen", "Marker")
 
 st.title("Draw a digit")
 st.caption("Draw one digit, 0 to 9, with your mouse or finger — or several side by side with "
@@ -99,8 +100,9 @@ def draw_and_read() -> None:
     draw_col, result_col = st.columns([1, 1] if multi else [2, 3], gap="large")
     with draw_col:
         st.space("small")  # room for the canvas toolbar, which floats above the drawing
+        stroke_px, colour = PENS[st.session_state["draw_pen"]]
         canvas = app_state.drawing_canvas(
-            stroke_width=STROKE_PX, stroke_color="#FFFFFF", background_color="#000000",
+            stroke_width=stroke_px, stroke_color=colour, background_color="#000000",
             width=CANVAS_WIDE_PX if multi else CANVAS_PX, height=CANVAS_PX, drawing_mode="freedraw",
             return_image_data=True, initial_drawing={"objects": [], "clears": st.session_state["draw_clears"]},
             key=CANVAS_KEY,
@@ -109,6 +111,8 @@ def draw_and_read() -> None:
         clear_col.button("Clear", key="draw_clear", on_click=_clear, icon=":material/delete:")
         multi_col.toggle("Several digits", key="draw_multi",
                          help="Read a number written side by side, like 42: each digit is found, boxed and read.")
+        st.segmented_control("Pen", list(PENS), key="draw_pen", required=True,
+                             help="A thick marker, a fine pen or a soft grey pencil: the reader copes with all three.")
         st.caption("Undo and redo are in the toolbar above the canvas.")
 
     with result_col:

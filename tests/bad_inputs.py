@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 from tests import helpers_images as hi  # noqa: E402
 
 ITEM_TIMEOUT_S = 20.0  # per file: decode + preprocess + model call
-PEAK_RSS_LIMIT_MB = 1500.0  # the whole corpus run, TensorFlow and the model included
+PEAK_RSS_LIMIT_MB = 1500.0  # the whole corpus run, ONNX Runtime and the model included
 MANIFEST = "manifest.json"
 DEFAULT_MODEL = "default-cnn"
 

@@ -34,6 +34,19 @@ def trained_store(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def tiny_served_files() -> dict[str, bytes]:
+    """The served files (``.onnx`` and ``.novelty.npz``, by store suffix) of a tiny untrained MLP,
+    made once: for tests that save their own models with ``ModelStore.save(..., files=...)``. The
+    store lists a model only with its served files, and checks them against their checksums, not
+    against the ``.keras`` weights; tests that serve a model use ``trained_store``."""
+    from core.model import ModelSpec, build_model
+    from core.train import served_files
+
+    tiny = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
+    return served_files(build_model(tiny, seed=0))
+
+
 @pytest.fixture
 def app_env(trained_store, tmp_path, monkeypatch) -> Path:
     """Point the app (AppTest runs scripts in-process) at the trained store and a scratch data dir."""

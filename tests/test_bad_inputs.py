@@ -44,7 +44,7 @@ def corpus_dir(items, tmp_path_factory) -> Path:
 def shipped_store(tmp_path_factory) -> Path:
     """A temporary store holding a copy of the shipped default model only."""
     root = tmp_path_factory.mktemp("shipped-store")
-    for suffix in (".keras", ".json", ".novelty.npz"):  # the shipped files, detector included
+    for suffix in (".keras", ".onnx", ".json", ".novelty.npz"):  # the shipped files: served ones included
         shutil.copyfile(ROOT / "models" / f"{bi.DEFAULT_MODEL}{suffix}", root / f"{bi.DEFAULT_MODEL}{suffix}")
     return root
 

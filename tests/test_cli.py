@@ -82,9 +82,10 @@ def test_evaluate_activate_list(cli_store):
     assert run_cli(["activate", "cli-cnn"], cli_store).returncode == 0
     listing = json.loads(run_cli(["list", "--json"], cli_store).stdout)
     assert listing[0]["name"] == "cli-cnn" and listing[0]["active"]
+    # A model that cannot be used is exit 1 (usage errors are 2), the reason on stderr.
     bad = run_cli(["activate", "nope"], cli_store)
-    assert bad.returncode == 2 and "No usable model" in bad.stderr
-    assert run_cli(["evaluate", "--model", "nope", "--json"], cli_store).returncode == 2
+    assert bad.returncode == 1 and "No model named 'nope'" in bad.stderr
+    assert run_cli(["evaluate", "--model", "nope", "--json"], cli_store).returncode == 1
 
 
 def test_train_saves_to_store_with_command(tmp_path):

@@ -83,7 +83,7 @@ def test_cap_default_and_environment_parsing(monkeypatch):
         assert config.max_user_models() == expected, raw
 
 
-def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch):
+def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch, tiny_served_files):
     from core.model import ModelSpec, build_model
     from core.store import ModelStore
 
@@ -94,7 +94,8 @@ def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch):
     model = build_model(tiny, seed=0)
 
     def save(name: str, month: int, **meta) -> None:
-        store.save(model, {"family": "mlp", "created": f"2026-{month:02d}-01T00:00:00+00:00", **meta}, name=name)
+        store.save(model, {"family": "mlp", "created": f"2026-{month:02d}-01T00:00:00+00:00", **meta}, name=name,
+                   files=tiny_served_files)
 
     save("shipped-old", 1, shipped=True)  # marked shipped: never counted
     save("oldest", 2)

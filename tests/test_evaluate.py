@@ -81,10 +81,10 @@ def test_set():
 
 @pytest.fixture(scope="module")
 def small_eval(trained_store, test_set) -> Evaluation:
+    from core.serving.predict import Predictor
     from core.store import ModelStore
 
-    model = ModelStore(trained_store).load("test-mlp")
-    return evaluate(model, *test_set)
+    return evaluate(Predictor.load("test-mlp", ModelStore(trained_store)), *test_set)
 
 
 def test_evaluate_small_model_is_consistent(small_eval, test_set, trained_store):
@@ -113,16 +113,21 @@ def test_evaluate_small_model_is_consistent(small_eval, test_set, trained_store)
         assert len(ev.misclassified(true=t, predicted=p)) == count == ev.confusion[t, p]
 
 
-def test_evaluate_accepts_a_predictor_and_float_inputs(small_eval, test_set, trained_store):
+def test_evaluate_accepts_float_inputs_and_matches_the_keras_model(small_eval, test_set, trained_store):
     from core.data import to_model_input
     from core.serving.predict import Predictor
     from core.store import ModelStore
+    from core.train import probabilities
 
     x, y = test_set
-    predictor = Predictor.load("test-mlp", ModelStore(trained_store))
+    store = ModelStore(trained_store)
+    predictor = Predictor.load("test-mlp", store)
     ev = evaluate(predictor, to_model_input(x[:500]), y[:500])
     assert ev.count == 500
     assert ev.predicted.tolist() == small_eval.predicted[:500].tolist()
+    # The exported file reads as the Keras model it was exported from.
+    keras_probs = probabilities(store.load("test-mlp"), to_model_input(x[:500]))
+    assert ev.predicted.tolist() == keras_probs.argmax(axis=1).tolist()
     with pytest.raises(ValueError, match="500 images but 499 labels"):
         evaluate(predictor, x[:500], y[:499])
 

@@ -44,21 +44,22 @@ def good_store(tmp_path, monkeypatch) -> ModelStore:
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
     root = tmp_path / "models"
     root.mkdir()
-    for suffix in (".keras", ".json"):
+    for suffix in (".keras", ".onnx", ".novelty.npz", ".json"):
         shutil.copyfile(ROOT / "models" / f"{DEFAULT}{suffix}", root / f"{DEFAULT}{suffix}")
     store = ModelStore(root)
     store.set_active(DEFAULT)
     return store
 
 
-def reads_mnist_well(model) -> float:
-    """Accuracy of ``model`` on 200 MNIST test digits (the shipped model scores ~1.0)."""
+def reads_mnist_well(store: ModelStore, name: str) -> float:
+    """Accuracy of the model ``name`` as served (its exported file, checksums verified) on 200
+    MNIST test digits (the shipped model scores ~1.0)."""
     from core.data import cached_mnist
-    from core.train import probabilities
+    from core.serving.predict import Predictor
 
     mnist = cached_mnist()
     x = mnist.x_test[:200].astype(np.float32) / 255.0
-    probs = probabilities(model, x)
+    probs = Predictor.load(name, store).probabilities(x)
     return float(np.mean(np.argmax(probs, axis=1) == mnist.y_test[:200]))
 
 
@@ -124,7 +125,7 @@ def train_and_kill(store: ModelStore, point: str, deadline_s: float = 240.0) -> 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_sigkill_while_training_or_saving_keeps_the_previous_model(point, good_store):
-    before = sha256(good_store.keras_path(DEFAULT))
+    before = {p.name: sha256(p) for p in good_store.root.glob(f"{DEFAULT}.*")}
     outcome = train_and_kill(good_store, point)
     assert outcome["killed_at"] is not None, f"never reached {point}: {outcome}"
     assert outcome["returncode"] == -signal.SIGKILL, outcome
@@ -133,13 +134,15 @@ def test_sigkill_while_training_or_saving_keeps_the_previous_model(point, good_s
     assert DEFAULT in listing.names()
     assert set(listing.names()) <= {DEFAULT, VICTIM}
     assert set(listing.problems) <= {VICTIM}, listing.problems  # nothing wrong with the previous models
-    if VICTIM in listing.names():  # listed only when complete: it must load
+    if VICTIM in listing.names():  # listed only when complete: it must load and be served
         assert good_store.load(VICTIM) is not None
+        assert reads_mnist_well(good_store, VICTIM) > 0.5
     if VICTIM in listing.problems:
         assert "no metadata" in listing.problems[VICTIM]
     assert good_store.active_name() == DEFAULT and good_store.active_name(fallback=False) == DEFAULT
-    assert sha256(good_store.keras_path(DEFAULT)) == before
-    assert reads_mnist_well(good_store.load(DEFAULT)) >= 0.98
+    assert {p.name: sha256(p) for p in good_store.root.glob(f"{DEFAULT}.*")} == before
+    assert good_store.load(DEFAULT) is not None
+    assert reads_mnist_well(good_store, DEFAULT) >= 0.98
 
     leftovers = [p for p in good_store.root.iterdir() if p.name.startswith(".")]
     if point == "while_writing_the_archive":
@@ -185,7 +188,7 @@ def evil(*args, **kwargs):
 
 
 @pytest.fixture
-def hostile_store(tmp_path, monkeypatch):
+def hostile_store(tmp_path, monkeypatch, tiny_served_files):
     """A store with a tiny valid model 'base', and an importable canary module that records being
     imported or called (it must never be)."""
     from core.model import ModelSpec, build_model
@@ -198,7 +201,7 @@ def hostile_store(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(module_dir))
     store = ModelStore(tmp_path / "models")
     tiny = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
-    store.save(build_model(tiny, seed=0), {"family": "mlp"}, name="base")
+    store.save(build_model(tiny, seed=0), {"family": "mlp"}, name="base", files=tiny_served_files)
     return store, canary
 
 
@@ -244,7 +247,13 @@ def write_hostile(store: ModelStore, name: str, patch) -> None:
     with zipfile.ZipFile(store.keras_path(name), "w") as zf:
         for member, data in members.items():
             zf.writestr(member, data)
-    store.meta_path(name).write_text(json.dumps({"family": "mlp"}), encoding="utf-8")
+    # Beside base's served files, with every checksum recorded: whoever can write to the store can
+    # write metadata that matches, so the listing takes it; only loading the archive can tell.
+    files = {".keras": sha256(store.keras_path(name))}
+    for suffix in (".onnx", ".novelty.npz"):
+        shutil.copyfile(store.root / f"base{suffix}", store.root / f"{name}{suffix}")
+        files[suffix] = sha256(store.root / f"{name}{suffix}")
+    store.meta_path(name).write_text(json.dumps({"family": "mlp", "files": files}), encoding="utf-8")
 
 
 @pytest.mark.parametrize("case", list(HOSTILE_LAYERS))

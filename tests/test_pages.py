@@ -22,7 +22,7 @@ NOT_A_DIGIT = "probably not a digit"
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "Home.py", *sorted((ROOT / "pages").glob("*.py"))]
-TIMEOUT = 60  # AppTest's default is 3 s; the first predictor load imports TensorFlow
+TIMEOUT = 60  # AppTest's default is 3 s; a training run (TensorFlow) and a busy machine take longer
 TITLES = {
     "Home.py": "Handwritten digit recognizer",
     "1_Train.py": "Train a model",
@@ -234,15 +234,17 @@ def test_reading_pages_never_import_tensorflow(app_env, tmp_path):
 
 
 def test_reruns_do_not_reset_keras(app_env, monkeypatch):
-    # Streamlit calls keras.backend.clear_session() after every run; app_state turns that off
-    # because it would reset Keras under a running training job (see app_state._keep_keras_state).
+    # Streamlit calls keras.backend.clear_session() after every run once Keras is imported (the
+    # Train page's training runs import it); app_state turns that off because it would reset Keras
+    # under a running training job (see app_state._keep_keras_state).
     import keras
 
     calls = []
     monkeypatch.setattr(keras.backend, "clear_session", lambda *args, **kwargs: calls.append(args))
-    at = app("pages/2_Draw.py").run()
-    at.run()
-    assert not at.exception
+    for page in ("pages/1_Train.py", "pages/2_Draw.py"):
+        at = app(page).run()
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
     assert calls == []
 
 
@@ -291,15 +293,57 @@ def test_model_choice_is_per_session_and_followed_by_every_page(app_env):
     assert other.selectbox(key="sidebar_model").value == "test-mlp"
 
 
+def store_with_altered_model(source: Path, folder: Path, name: str) -> Path:
+    """A copy of the store ``source`` in which ``name`` (copied from test-mlp when it is not there)
+    has one byte of its served file ``NAME.onnx`` flipped: same size, wrong checksum."""
+    shutil.copytree(source, folder)
+    if not (folder / f"{name}.json").exists():
+        for suffix in (".keras", ".onnx", ".novelty.npz", ".json"):
+            shutil.copyfile(folder / f"test-mlp{suffix}", folder / f"{name}{suffix}")
+    onnx = folder / f"{name}.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    onnx.write_bytes(bytes(data))
+    return folder
+
+
+def draws_a_two(at: AppTest) -> str | None:
+    """Draw a 2 on the Draw page of ``at``'s session; the predicted digit shown."""
+    at.switch_page("pages/2_Draw.py").run()
+    at.session_state["draw_canvas"] = canvas_state(as_canvas(mnist_test_digit(2), np.random.default_rng(1),
+                                                             transparent=False))
+    at.run()
+    assert not at.exception, [e.message for e in at.exception]
+    return metric(at, "Predicted digit")
+
+
 def test_home_reports_a_broken_model_file_as_a_warning(app_env, tmp_path, monkeypatch):
-    store = tmp_path / "store"
-    shutil.copytree(app_env, store)
-    (store / "broken.json").write_text("{}", encoding="utf-8")
-    (store / "broken.keras").write_bytes(b"not a zip")
+    # A model whose served file was altered on disk is listed as a problem, never offered, and the
+    # default model keeps serving.
+    store = store_with_altered_model(app_env, tmp_path / "store", "broken")
     monkeypatch.setenv("DIGITS_MODELS_DIR", str(store))
     at = app().run()
     assert not at.exception
-    assert any("broken" in w for w in texts(at.warning))
+    warnings = [w for w in texts(at.warning) if "broken" in w]
+    assert warnings and "broken.onnx does not match the checksum" in warnings[0], texts(at.warning)
+    assert not [o for o in at.selectbox(key="sidebar_model").options if "broken" in o]
+    assert any("Model in use: `test-mlp`" in m.value for m in at.markdown)
+    assert draws_a_two(at) == "2"
+
+
+def test_an_altered_default_model_is_not_served(app_env, tmp_path, monkeypatch):
+    # The server's default (test-mlp, active.json) has an altered .onnx: every page says so and
+    # serves the other model instead.
+    store = store_with_altered_model(app_env, tmp_path / "store", "test-mlp")
+    monkeypatch.setenv("DIGITS_MODELS_DIR", str(store))
+    at = app().run()
+    assert not at.exception
+    assert any("default model 'test-mlp' cannot be used" in w and "checksum" in w for w in texts(at.warning)), \
+        texts(at.warning)
+    picker = at.selectbox(key="sidebar_model")
+    assert picker.value == "test-mlp-copy" and len(picker.options) == 1
+    assert draws_a_two(at) == "2"
+    assert any("default model 'test-mlp' cannot be used" in w for w in texts(at.warning))  # on the Draw page too
 
 
 # --- Draw ------------------------------------------------------------------------------------------
@@ -557,7 +601,7 @@ def test_upload_shows_the_heatmap_and_stores_a_correction(app_env):
 
 def test_upload_says_when_an_image_is_probably_not_a_digit(app_env):
     at = app("pages/3_Upload.py").run()
-    files = [("letter.png", letter_png("A"), "image/png"),
+    files = [("letter.png", letter_png("M"), "image/png"),
              ("seven.png", ink_on_paper_png(mnist_test_digit(7)), "image/png")]
     at.file_uploader(key="upload_files").set_value(files).run()
     assert not at.exception, [e.message for e in at.exception]

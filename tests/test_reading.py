@@ -16,23 +16,20 @@ import pytest
 from tests.helpers_images import as_lowres_page, mnist_sample
 
 # Issue 15's goals (percent); the floors are the goals less ~1.5 standard errors at n = 200
-# (1.8 pt at 93%, 0.7 pt at 99%), and at most 1.5% of the digits may be flagged "not a digit"
-# (goal 0.5%).
+# (1.8 pt at 93%, 0.7 pt at 99%), and at most 2% of the digits may be flagged "not a digit"
+# (goal 0.5%; measured 0-1% on 500 a row).
 GOALS = {"8px": 93.0, "8px+blur": 90.0, "12px": 99.0, "12px+blur": 98.0, "16px+blur": 99.3, "28px+blur": 99.6}
 MARGIN = {"8px": 2.5, "8px+blur": 3.0, "12px": 1.0, "12px+blur": 1.5, "16px+blur": 1.3, "28px+blur": 1.1}
-MAX_FLAGGED = 1.5
+MAX_FLAGGED = 2.0
 N = 200
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    from core.novelty import sidecar_path
     from core.serving.predict import Predictor
     from core.store import ModelStore
 
-    store = ModelStore(Path(__file__).resolve().parent.parent / "models")
-    return Predictor(store.load("default-cnn"), name="default-cnn", meta=store.meta("default-cnn"),
-                     novelty_path=sidecar_path(store.keras_path("default-cnn")))
+    return Predictor.load("default-cnn", ModelStore(Path(__file__).resolve().parent.parent / "models"))
 
 
 @pytest.mark.parametrize("row", list(GOALS))

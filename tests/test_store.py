@@ -1,4 +1,5 @@
-"""The model store: save, list, load, activate, atomic saves, corrupt and unsafe files."""
+"""The model store: save, list, load, activate, atomic saves, corrupt and unsafe files, and the
+checksums of the files a model is served from."""
 
 import json
 import zipfile
@@ -13,15 +14,24 @@ from core.store import ModelStore, StoreError
 TINY = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
 
 
+class FixtureStore(ModelStore):
+    """A store whose test saves (`_save`) give every model the same served files."""
+
+    def __init__(self, root, served_files: dict[str, bytes]):
+        super().__init__(root)
+        self.served_files = served_files
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch):
+def store(tmp_path, monkeypatch, tiny_served_files):
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
-    return ModelStore(tmp_path / "models")
+    return FixtureStore(tmp_path / "models", tiny_served_files)
 
 
 def _save(store, name, seed=0, **meta):
     model = build_model(TINY, seed=seed)
-    return store.save(model, {"family": "mlp", "test_accuracy": 0.5, **meta}, name=name), model
+    return store.save(model, {"family": "mlp", "test_accuracy": 0.5, **meta}, name=name,
+                      files=store.served_files), model
 
 
 def test_save_list_load_roundtrip(store):
@@ -29,6 +39,10 @@ def test_save_list_load_roundtrip(store):
     assert store.list().names() == ["first"]
     meta = store.meta("first")
     assert meta["params"] == model.count_params() and meta["family"] == "mlp" and "keras_version" in meta
+    assert set(meta["files"]) == {".keras", ".onnx", ".novelty.npz"}  # each file's SHA-256
+    _, served = store.verify("first")
+    assert served == {"onnx": store.root / "first.onnx", "novelty": store.root / "first.novelty.npz"}
+    assert served["onnx"].read_bytes() == store.served_files[".onnx"]
     loaded = store.load("first")
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5)
@@ -101,9 +115,52 @@ def test_corrupt_files_are_reported_and_skipped(store):
     listing = store.list()
     assert listing.names() == ["good"]
     assert set(listing.problems) == {"badzip", "badjson"}
-    assert "not a valid .keras archive" in listing.problems["badzip"]
+    assert "badzip.keras does not match the checksum" in listing.problems["badzip"]
     with pytest.raises(StoreError, match="not a valid .keras archive"):
         store.load("badzip")
+
+
+def test_served_files_are_checked_against_their_checksums(store):
+    _save(store, "good")
+    _save(store, "flipped")
+    onnx = store.root / "flipped.onnx"
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte altered: same size
+    onnx.write_bytes(bytes(data))
+    _save(store, "nodetector")
+    (store.root / "nodetector.novelty.npz").unlink()
+    _save(store, "unexported")
+    meta = json.loads(store.meta_path("unexported").read_text(encoding="utf-8"))
+    del meta["files"]  # saved before models were exported
+    store.meta_path("unexported").write_text(json.dumps(meta), encoding="utf-8")
+    listing = store.list()
+    assert listing.names() == ["good"]
+    assert "flipped.onnx does not match the checksum" in listing.problems["flipped"]
+    assert "nodetector.novelty.npz is missing" in listing.problems["nodetector"]
+    assert "python -m core export unexported" in listing.problems["unexported"]
+    for name in ("flipped", "nodetector", "unexported"):
+        with pytest.raises(StoreError):
+            store.verify(name)
+        with pytest.raises(StoreError, match="No usable model"):
+            store.set_active(name)
+    with pytest.raises(StoreError, match="No model named 'nope'"):
+        store.verify("nope")
+
+
+def test_a_file_altered_in_place_is_caught_even_with_its_old_modification_time(store):
+    import os
+
+    _save(store, "good")
+    assert store.list().names() == ["good"]  # checksums computed (and remembered) once
+    onnx = store.root / "good.onnx"
+    stat = onnx.stat()
+    data = bytearray(onnx.read_bytes())
+    data[-1] ^= 0x01
+    with open(onnx, "r+b") as fh:  # same file, same size
+        fh.write(bytes(data))
+    os.utime(onnx, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # modification time set back
+    listing = store.list()
+    assert listing.names() == [] and "good.onnx does not match the checksum" in listing.problems["good"]
 
 
 def test_corrupt_weights_inside_valid_zip_fail_cleanly(store):
