@@ -1,5 +1,6 @@
-"""Framework-free core of the digit recognizer: data, preprocessing, models, training, store, prediction.
+"""Framework-free core of the digit recognizer: data, preprocessing, models, training, store, serving.
 
-Nothing here imports Streamlit; TensorFlow is imported lazily by the modules that need it
-(model, train, store, predict) so that light callers (Home page, preprocessing) stay fast.
+Nothing here imports Streamlit. Keras and TensorFlow are imported lazily, only where models are
+built, trained, fine-tuned or exported (model, train, finetune, learning, ModelStore.save/load);
+reading and serving (preprocess, multi, novelty, serving) run on numpy, Pillow, scipy and ONNX Runtime.
 """
