@@ -221,7 +221,7 @@ def test_upload_several_files(page, app_url, screenshot):
 # --- Train ------------------------------------------------------------------------------------------
 
 # MLP on 6,000 images, batch 64: 1.5-5 s per epoch on the shared 2-core machine, depending on its load.
-TRAIN_EPOCHS = 60  # an epoch of 6,000 images takes a fraction of a second here: enough of them to watch (10 ended in ~5 s, too fast to see the chart redrawn three times)
+TRAIN_EPOCHS = 30  # the form's most; an epoch of 6,000 images takes a fraction of a second here (10 ended in ~5 s, before the chart was redrawn three times)
 PROGRESS = re.compile(r"Epoch (\d+)/(\d+) · batch (\d+)/(\d+)")
 CHART_STATE_JS = """() => {
   const gd = document.querySelector('.st-key-train_curves .js-plotly-plot');
