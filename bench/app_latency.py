@@ -245,12 +245,21 @@ def measure_home(browser, env: dict, logs: Path) -> dict:
 
 
 def measure_first_prediction(server, page) -> dict:
-    open_draw_page(page, server.url, timeout_ms=COLD_TIMEOUT_MS)
+    page.goto(f"{server.url}/Draw")
+    page.locator("canvas.upper-canvas").wait_for(timeout=COLD_TIMEOUT_MS)
+    t_canvas = time.perf_counter()
+    open_draw_page(page, server.url, timeout_ms=COLD_TIMEOUT_MS)  # settles (800 ms without a rerun)
+    t_drawing = time.perf_counter()
     strokes = timed_digit(page, FIRST_DIGIT, timeout_ms=COLD_TIMEOUT_MS)
     t_answer = time.perf_counter() - strokes[-1]["lag_s"]
     settle(page)
+    stroke_s = strokes[-1]["answer_ms"] / 1000.0
     return {"first_prediction_s": t_answer - server.started_at,
-            "first_stroke_to_prediction_s": strokes[-1]["answer_ms"] / 1000.0,
+            "first_stroke_to_prediction_s": stroke_s,
+            # What a visitor waits for: the canvas, then the answer after their stroke (the harness'
+            # settling and the drawing itself left out).
+            "first_canvas_s": t_canvas - server.started_at,
+            "first_wait_s": (t_canvas - server.started_at) + stroke_s,
             "first_digit_read": read_digit(page)}
 
 
@@ -485,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
                 figures["home_imports_tensorflow"] = any(h["home_imports_tensorflow"] for h in homes)
                 say(f"home: server start -> Home rendered {figures['home_s']:.2f} s (health check answered after "
                     f"{figures['health_s']:.2f} s, title shown after {figures['home_title_s']:.2f} s; server CPU "
-                    f"{figures['home_server_cpu_s']:.1f} s) [goal <= {GOAL_HOME_S:.0f} s]; TensorFlow loaded: "
+                    f"{figures['home_server_cpu_s']:.1f} s) [goal <= {GOAL_HOME_S:.1f} s]; TensorFlow loaded: "
                     f"{figures['home_imports_tensorflow']}; Home again on the warm server: "
                     f"{figures['home_warm_s']:.2f} s")
 
@@ -497,7 +506,8 @@ def main(argv: list[str] | None = None) -> None:
                     figures.update(first)
                     say(f"first prediction: server start -> {FIRST_DIGIT} drawn -> answer shown "
                         f"{first['first_prediction_s']:.2f} s ({first['first_stroke_to_prediction_s']:.2f} s of it "
-                        f"from the end of the stroke; read {first['first_digit_read']!r})")
+                        f"from the end of the stroke; canvas shown after {first['first_canvas_s']:.2f} s; "
+                        f"read {first['first_digit_read']!r})")
 
                     # The reference: the same app with the canvas component's own delay after a stroke.
                     shipped_env = env | {"DIGITS_CANVAS_SEND_MS": "shipped"}

@@ -1,6 +1,5 @@
 """Draw a digit (or a number) and see what the model reads, after every stroke."""
 
-import pandas as pd
 import streamlit as st
 
 import app_state
@@ -80,6 +79,8 @@ def show_number(predictor, image) -> None:
                     caption="The digits found, boxed left to right")
     if not reading.is_digit:
         app_state.not_a_digit_warning()
+    import pandas as pd  # only for this table: a one-digit reading never loads pandas
+
     st.dataframe(pd.DataFrame({
         "position": range(1, len(reading.digits) + 1), "digit": labels,
         "confidence": [d.confidence for d in reading.digits],
