@@ -546,7 +546,7 @@ class TrainingBusy(RuntimeError):
 
 @dataclass
 class _Slot:
-    job: object | None = None  # core.train.TrainingJob
+    job: object | None = None  # core.learning.train.TrainingJob
     serial: int = 0
 
 
@@ -582,7 +582,7 @@ class TrainingManager:
         Raises:
             TrainingBusy: a job is already running.
         """
-        from core.train import TrainingJob, save_result
+        from core.learning.train import TrainingJob, save_result
 
         import keras  # noqa: F401 - loaded here, not on the job's thread, so the heap can be frozen after it
 
@@ -613,10 +613,11 @@ class TrainingManager:
             StoreError: the base model cannot be found or loaded.
         """
         from core.corrections import CorrectionStore
-        from core.finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MNIST_MIX,
-                                   finetune, save_finetuned)
-        from core.model import ModelSpec, default_spec
-        from core.train import TrainConfig, TrainingJob
+        from core.learning.finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE,
+                                            DEFAULT_MNIST_MIX, finetune, save_finetuned)
+        from core.learning.model import ModelSpec, default_spec
+        from core.learning.persist import load_model
+        from core.learning.train import TrainConfig, TrainingJob
 
         import keras  # noqa: F401 - as in start()
 
@@ -630,7 +631,7 @@ class TrainingManager:
                              "Draw or Upload page first.")
         self._raise_if_busy()  # before the (slower) model load
         base_meta = models.meta(base_name)
-        base_model = models.load(base_name)  # a private copy: the served one stays untouched
+        base_model = load_model(models, base_name)  # a private copy: the served one stays untouched
         try:
             spec = ModelSpec.from_dict(base_meta["hyperparameters"]["spec"])
         except (KeyError, TypeError, ValueError):

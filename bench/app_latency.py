@@ -45,7 +45,7 @@ Figures (the last line of output is one JSON object with them):
     validation, batch 128, peak learning rate 0.003, seed 0) from the CLI (``python -m core train
     ...``, its ``train_seconds``) and from the Train page, with the page open and its live panel
     redrawn every 2 s (the saved model's ``train_seconds``). Both figures are the same
-    ``core.train.train`` clock (``fit`` only: no data loading, no test evaluation). ``--train-pairs``
+    ``core.learning.train.train`` clock (``fit`` only: no data loading, no test evaluation). ``--train-pairs``
     pairs (default 4, 3 epochs each) go CLI-page, page-CLI, CLI-page, ..., so a drift of the
     machine's load hits both sides alike; ``train_page_overhead = mean(page) / mean(CLI) - 1``.
     ``train_page_overhead_pairs`` is each pair's own page/CLI - 1 and

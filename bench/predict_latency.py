@@ -40,6 +40,7 @@ def load_model(name: str | None):
     else a quick fit. The predictor serves the exported file (ONNX Runtime, as the app does); the
     Keras model is the reference ``model.predict`` runs on."""
     from core import config
+    from core.learning.persist import load_model
     from core.serving.predict import Predictor
     from core.store import ModelStore
 
@@ -49,10 +50,10 @@ def load_model(name: str | None):
         say(f"note: {problem}")
     chosen = name or (config.DEFAULT_MODEL_NAME if listing.get(config.DEFAULT_MODEL_NAME) else store.active_name())
     if chosen:
-        return Predictor.load(chosen, store), store.load(chosen), chosen, f"from the store {store.root}"
+        return Predictor.load(chosen, store), load_model(store, chosen), chosen, f"from the store {store.root}"
     from core.learning.export import export_onnx
+    from core.learning.train import RECIPES, fit_detector, train
     from core.serving.runtime import Runtime
-    from core.train import RECIPES, fit_detector, train
 
     cfg = replace(RECIPES["fast"], epochs=1, train_size=20000)
     say(f"note: the model store ({store.root}) is empty; fitting a small model in-process instead "

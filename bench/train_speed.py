@@ -2,7 +2,7 @@
 
 In one run, on the full real MNIST (``core.data.cached_mnist()``):
 
-1. the project's recipe ``core.train.RECIPES["fast"]`` (``build_model`` + ``core.train.fit``);
+1. the project's recipe ``core.learning.train.RECIPES["fast"]`` (``build_model`` + ``core.learning.train.fit``);
 2. the reference, keras-io ``examples/vision/mnist_convnet.py``: Conv32-3 -> MaxPool -> Conv64-3 ->
    MaxPool -> Flatten -> Dropout 0.5 -> Dense 10 softmax, Adam (defaults), categorical
    cross-entropy on one-hot labels, batch 128, ``validation_split=0.1`` (54,000 training images
@@ -34,7 +34,7 @@ REFERENCE_BATCH = 128
 QUICK_TRAIN = 2000  # images per run in --quick
 QUICK_TEST = 2000  # test images per evaluation in --quick
 
-# core.train.fit passes a shuffled tf.data.Dataset; Keras warns that its own shuffle flag is moot.
+# core.learning.train.fit passes a shuffled tf.data.Dataset; Keras warns that its own shuffle flag is moot.
 warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 
 
@@ -51,7 +51,7 @@ class Run:
         self.load_start = load_1min()
 
     def epoch_done(self, epoch: int, model) -> None:
-        from core.train import test_accuracy
+        from core.learning.train import test_accuracy
 
         wall, cpu = self.clock.pause()
         acc = test_accuracy(model, self.x_test, self.y_test)
@@ -72,8 +72,8 @@ class Run:
 
 def run_project(mnist, x_test, y_test, quick: bool) -> Run:
     from core.data import training_split
-    from core.model import build_model
-    from core.train import RECIPES, fit
+    from core.learning.model import build_model
+    from core.learning.train import RECIPES, fit
 
     cfg = RECIPES["fast"]
     if quick:
@@ -149,8 +149,9 @@ def default_figures(mnist) -> dict:
     """Test accuracy and recorded training time of the shipped model, without retraining."""
     from core import config
     from core.data import to_model_input
+    from core.learning.persist import load_model
+    from core.learning.train import test_accuracy
     from core.store import ModelStore
-    from core.train import test_accuracy
 
     store = ModelStore()
     listing = store.list()
@@ -159,7 +160,7 @@ def default_figures(mnist) -> dict:
         say(f"default model: none in the store ({store.root}) yet; default_test_accuracy and "
             "default_train_s are null. Ship one (python -m core train ... --name default-cnn --shipped) and rerun.")
         return {"default_model": None, "default_test_accuracy": None, "default_train_s": None}
-    model = store.load(name)
+    model = load_model(store, name)
     meta = store.meta(name)
     acc = test_accuracy(model, to_model_input(mnist.x_test), mnist.y_test)
     train_s = meta.get("train_seconds")

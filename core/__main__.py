@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on MNIST and save it to the store")
     t.add_argument("--recipe", choices=["fast", "default"],
-                   help="start from a named recipe (core.train.RECIPES); the options below override it")
+                   help="start from a named recipe (core.learning.train.RECIPES); the options below override it")
     t.add_argument("--family", choices=["mlp", "cnn"])
     t.add_argument("--hidden", type=_ints, help="hidden (MLP) or dense (CNN) layer sizes, e.g. 256,128")
     t.add_argument("--filters", type=_ints, help="CNN conv widths, e.g. 32,64")
@@ -82,8 +82,8 @@ def train_config(args):
     """The run's configuration: a recipe (or the family's defaults) with the given options on top."""
     from dataclasses import replace
 
-    from core.model import default_spec
-    from core.train import RECIPES, TrainConfig
+    from core.learning.model import default_spec
+    from core.learning.train import RECIPES, TrainConfig
 
     if args.recipe:
         base = RECIPES[args.recipe]
@@ -105,8 +105,8 @@ def train_config(args):
 
 
 def cmd_train(args) -> int:
+    from core.learning.train import save_result, train
     from core.store import ModelStore, StoreError, check_name
-    from core.train import save_result, train
 
     cfg = train_config(args)
     store = ModelStore()
@@ -207,11 +207,12 @@ def cmd_activate(args) -> int:
 
 def cmd_export(args) -> int:
     """Export a stored model's inference file and fit its detector (learning tier: imports Keras)."""
+    from core.learning.persist import load_model
+    from core.learning.train import served_files
     from core.store import ModelStore
-    from core.train import served_files
 
     store = ModelStore()
-    model = store.load(args.name)
+    model = load_model(store, args.name)
     store.attach(args.name, served_files(model))
     _log(f"exported {args.name}: {args.name}.onnx and its \"not a digit\" detector, checksums recorded")
     return 0

@@ -98,7 +98,7 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
 
     Args:
         batches: per-batch rows ``{"step", "epoch", "loss", "accuracy"}`` (running means over the
-            epoch so far, as ``core.train`` records them); thinned to ``max_points`` for drawing.
+            epoch so far, as ``core.learning.train`` records them); thinned to ``max_points`` for drawing.
         epochs: per-epoch rows ``{"epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy"}``;
             ``step`` is the last training step of that epoch.
         max_points: most per-batch points drawn per curve.

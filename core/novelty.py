@@ -1,7 +1,7 @@
 """"Not a digit": how far an input's features lie from every digit the model learned.
 
 A classifier trained on MNIST gives one of ten answers for anything. This detector looks at the
-network's own features at every depth (`core.model.feature_model`: each ReLU layer's output,
+network's own features at every depth (`core.learning.model.feature_model`: each ReLU layer's output,
 averaged over positions for convolution layers) and measures, layer by layer, the Mahalanobis
 distance to the nearest digit class (class means with one shared covariance per layer, the
 method of Lee et al., 2018, "A simple unified framework for detecting out-of-distribution
@@ -12,7 +12,7 @@ digits; an input is "probably not a digit" when its score exceeds a high quantil
 training augmentation (low resolution, blur: the variation real inputs show).
 
 Fitting sees digits only: no non-digit data set, real or generated, is used to fit or tune it.
-It runs once, when a model is saved (`core.train.fit_detector`); the arrays are stored beside the
+It runs once, when a model is saved (`core.learning.train.fit_detector`); the arrays are stored beside the
 model as ``NAME.novelty.npz``. Serving only scores: numpy, a few small matrix products.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 
 from core.store import NOVELTY_SUFFIX
 
-FORMAT_VERSION = 3  # 3: per-layer Mahalanobis distances over `core.model.feature_model`'s features
+FORMAT_VERSION = 3  # 3: per-layer Mahalanobis distances over `core.learning.model.feature_model`'s features
 FIT_QUANTILE = 0.99  # share of held-out digits (clean and augmented) scored below the threshold
 COVARIANCE_SHRINK = 0.01  # ridge, as a share of the mean variance, added to each layer's covariance
 
@@ -57,7 +57,7 @@ class NoveltyDetector:
         """Novelty scores: above 0 means "probably not a digit".
 
         Args:
-            features: float32 (N, D) features of `core.model.feature_model` for N inputs.
+            features: float32 (N, D) features of `core.learning.model.feature_model` for N inputs.
 
         Returns:
             float64 (N,) sum over layers of log(distance / median), minus the threshold.
@@ -142,7 +142,7 @@ def fit(features: np.ndarray, labels: np.ndarray, held_out: np.ndarray, sizes: l
     """Fit the detector on digits' features.
 
     Args:
-        features: float32 (N, D) features of MNIST training digits (`core.model.feature_model`).
+        features: float32 (N, D) features of MNIST training digits (`core.learning.model.feature_model`).
         labels: int (N,) their digits.
         held_out: float32 (M, D) features of other training digits, for the threshold.
         sizes: each layer's feature count, summing to D.

@@ -7,7 +7,11 @@ Writes are atomic (temporary file in the same folder, then ``os.replace``), and 
 written last, so a model is listed only once all its files are complete: an interrupted save never
 leaves a listed half-written model and never touches an existing one. Listing verifies every
 file against its recorded checksum: a model with a missing or altered file is reported under
-``problems`` and never served. Models load with ``safe_mode=True``.
+``problems`` and never served.
+
+The store only writes and checks the files it is handed (`ModelStore.write`): it imports no model
+runtime. Making the ``.keras`` archive and loading it (with ``safe_mode=True``) is the learning
+tier's work (`core.learning.persist`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import os
 import re
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -105,19 +108,6 @@ def file_sha256(path: Path) -> str:
     return _digests[key]
 
 
-def _check_keras_file(path: Path) -> None:
-    """Cheap structural check of a .keras archive (no TensorFlow needed)."""
-    if not path.is_file():
-        raise StoreError(f"{path.name} is missing.")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise StoreError(f"{path.name} is not a valid .keras archive ({exc}).") from exc
-    if "config.json" not in names:
-        raise StoreError(f"{path.name} is not a Keras model archive (no config.json inside).")
-
-
 class ModelStore:
     """Models in a folder (default: ``config.models_dir()``)."""
 
@@ -197,43 +187,46 @@ class ModelStore:
             name = f"{family}-{stamp}-{i}"
         return name
 
-    def save(self, model, meta: dict, name: str | None = None, *, overwrite: bool = False,
-             files: dict[str, bytes] | None = None) -> str:
-        """Save ``model`` (without optimizer state) and ``meta`` atomically; returns the name.
-
-        ``files`` maps suffixes (such as `NOVELTY_SUFFIX`) to the bytes of files that go beside the
-        model as ``NAME + suffix``; each is written atomically before the metadata.
+    def name_for_save(self, name: str | None, meta: dict, *, overwrite: bool = False) -> str:
+        """The name a save of ``meta`` under ``name`` takes: ``name`` itself, or a new
+        ``<family>-<UTC time>`` one when it is None.
 
         Raises:
             StoreError: bad name, or the name exists and ``overwrite`` is False.
         """
-        import keras
-
-        self.root.mkdir(parents=True, exist_ok=True)
         name = check_name(name or self.new_name(str(meta.get("family", "model"))))
         if not overwrite and (self.meta_path(name).exists() or self.keras_path(name).exists()):
             raise StoreError(f"A model named {name!r} already exists in {self.root}.")
-        # Serve an uncompiled copy: smaller file, no optimizer or schedule objects to deserialize.
-        clean = keras.Model.from_config(model.get_config())  # the architecture only, no compile state
-        clean.set_weights(model.get_weights())
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".keras", dir=self.root)
-        os.close(fd)
-        try:
-            clean.save(tmp)
-            _check_keras_file(Path(tmp))
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.keras_path(name))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        checksums = {KERAS_SUFFIX: file_sha256(self.keras_path(name))}
-        for suffix, data in (files or {}).items():
+        return name
+
+    def write(self, name: str | None, meta: dict, files: dict[str, bytes], *, overwrite: bool = False) -> str:
+        """Write a model's files and its metadata atomically; returns the name.
+
+        ``files`` maps suffixes (`KERAS_SUFFIX`, `ONNX_SUFFIX`, `NOVELTY_SUFFIX`) to the bytes of the
+        files that make up the model as ``NAME + suffix`` (the ``.keras`` archive is made by
+        `core.learning.persist.save_model`). Each is written atomically, the ``.keras`` first; then
+        the metadata, with each file's SHA-256 under ``files``, the name and the creation time. The
+        metadata goes last: its presence is what makes the model listed, so an interrupted write
+        never leaves a listed half-written model. Then the oldest user models beyond the cap go.
+
+        Raises:
+            StoreError: bad name, the name exists and ``overwrite`` is False, or a suffix the store
+                does not know.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = self.name_for_save(name, meta, overwrite=overwrite)
+        known = (KERAS_SUFFIX, *SERVED.values())
+        unknown = [suffix for suffix in files if suffix not in known]
+        if unknown:
+            raise StoreError(f"Cannot write {name!r}: unknown file suffix {unknown[0]!r} "
+                             f"(the store keeps {', '.join(known)}).")
+        checksums = {}
+        for suffix in sorted(files, key=lambda s: s != KERAS_SUFFIX):  # the archive first, as it was always
+            data = files[suffix]
             _atomic_write_bytes(self.root / f"{name}{suffix}", data)
             checksums[suffix] = hashlib.sha256(data).hexdigest()
-        meta = {**meta, "name": name, "params": int(model.count_params()), "files": checksums,
-                "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "keras_version": keras.__version__}
+        meta = {**meta, "name": name, "files": checksums,
+                "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")}
         # Metadata last: its presence is what makes the model listed.
         _atomic_write_bytes(self.meta_path(name), json.dumps(meta, indent=1).encode("utf-8"))
         self.prune()
@@ -287,32 +280,6 @@ class ModelStore:
                 tmp.unlink(missing_ok=True)
                 n += 1
         return n
-
-    # --- loading ------------------------------------------------------------------------------
-
-    def load(self, name: str):
-        """Load a model with ``safe_mode=True``.
-
-        Raises:
-            StoreError: unknown name, corrupt file, or unsafe content (e.g. a Lambda layer).
-        """
-        import keras
-
-        path = self.keras_path(name)
-        if not path.is_file():
-            raise StoreError(f"No model named {name!r} in {self.root}.")
-        _check_keras_file(path)
-        try:
-            return keras.saving.load_model(path, compile=False, safe_mode=True)
-        except ValueError as exc:
-            if "safe_mode" in str(exc) or "lambda" in str(exc).lower():
-                raise StoreError(
-                    f"Refused to load {name!r}: it contains unsafe content (such as a Lambda layer) that "
-                    "could run arbitrary code. Only plain Keras layers are accepted."
-                ) from exc
-            raise StoreError(f"Cannot load model {name!r}: {exc}") from exc
-        except Exception as exc:  # noqa: BLE001 - any failure inside a corrupt archive
-            raise StoreError(f"Cannot load model {name!r}: the file is corrupt or incompatible ({type(exc).__name__}: {exc}).") from exc
 
     def meta(self, name: str) -> dict:
         entry = self.list().get(name)

@@ -12,8 +12,8 @@ import app_state
 from core.charts import class_distribution, digit_grid, history_figure
 from core.corrections import CorrectionStore
 from core.data import DataError, cached_mnist, to_model_input
-from core.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, ModelSpec, default_spec
-from core.train import TrainConfig
+from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, ModelSpec, default_spec
+from core.learning.train import TrainConfig
 
 QUICK_SIZE, QUICK_EPOCHS = 6000, 1
 DEFAULT_HIDDEN = {"cnn": "256", "mlp": ",".join(map(str, DEFAULT_MLP_HIDDEN))}

@@ -17,9 +17,9 @@ TINY_MLP = dict(epochs=1, batch_size=128, learning_rate=1e-2, train_size=10000, 
 def trained_store(tmp_path_factory) -> Path:
     """A model store with one small trained MLP (``test-mlp``, set active) and a copy of it
     (``test-mlp-copy``) so pickers have a choice. Read-only for tests: copy it to change it."""
-    from core.model import default_spec
+    from core.learning.model import default_spec
+    from core.learning.train import TrainConfig, save_result, train
     from core.store import ModelStore
-    from core.train import TrainConfig, save_result, train
 
     root = tmp_path_factory.mktemp("models")
     result = train(TrainConfig(spec=default_spec("mlp"), **TINY_MLP))
@@ -37,11 +37,12 @@ def trained_store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_served_files() -> dict[str, bytes]:
     """The served files (``.onnx`` and ``.novelty.npz``, by store suffix) of a tiny untrained MLP,
-    made once: for tests that save their own models with ``ModelStore.save(..., files=...)``. The
+    made once: for tests that save their own models with
+    ``core.learning.persist.save_model(store, ..., files=...)``. The
     store lists a model only with its served files, and checks them against their checksums, not
     against the ``.keras`` weights; tests that serve a model use ``trained_store``."""
-    from core.model import ModelSpec, build_model
-    from core.train import served_files
+    from core.learning.model import ModelSpec, build_model
+    from core.learning.train import served_files
 
     tiny = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
     return served_files(build_model(tiny, seed=0))

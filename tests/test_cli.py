@@ -10,8 +10,8 @@ from PIL import Image
 
 from core import config
 from core.data import cached_mnist
-from core.model import ModelSpec
-from core.train import TrainConfig, save_result, train
+from core.learning.model import ModelSpec
+from core.learning.train import TrainConfig, save_result, train
 
 ROOT = config.ROOT
 pytestmark = pytest.mark.slow

@@ -84,7 +84,8 @@ def test_cap_default_and_environment_parsing(monkeypatch):
 
 
 def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch, tiny_served_files):
-    from core.model import ModelSpec, build_model
+    from core.learning.model import ModelSpec, build_model
+    from core.learning.persist import save_model
     from core.store import ModelStore
 
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
@@ -94,8 +95,8 @@ def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch, ti
     model = build_model(tiny, seed=0)
 
     def save(name: str, month: int, **meta) -> None:
-        store.save(model, {"family": "mlp", "created": f"2026-{month:02d}-01T00:00:00+00:00", **meta}, name=name,
-                   files=tiny_served_files)
+        save_model(store, model, {"family": "mlp", "created": f"2026-{month:02d}-01T00:00:00+00:00", **meta},
+                   name=name, files=tiny_served_files)
 
     save("shipped-old", 1, shipped=True)  # marked shipped: never counted
     save("oldest", 2)

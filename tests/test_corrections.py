@@ -249,13 +249,13 @@ def test_bad_prediction_source_or_model_is_a_value_error(store):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from core.model import ModelSpec, build_model
+    from core.learning.model import ModelSpec, build_model
 
     return build_model(ModelSpec(family="mlp", hidden=(32,), filters=(), dropout=0.0), seed=0)
 
 
 def test_finetune_reports_progress_and_never_touches_the_base(tiny_model, tmp_path):
-    from core.finetune import finetune, save_finetuned
+    from core.learning.finetune import finetune, save_finetuned
     from core.store import ModelStore
 
     before = [w.copy() for w in tiny_model.get_weights()]
@@ -282,7 +282,7 @@ def test_finetune_reports_progress_and_never_touches_the_base(tiny_model, tmp_pa
 
 
 def test_finetune_stops_on_request(tiny_model):
-    from core.finetune import finetune, save_finetuned
+    from core.learning.finetune import finetune, save_finetuned
 
     stop = threading.Event()
     stop.set()
@@ -300,7 +300,7 @@ def test_finetune_stops_on_request(tiny_model):
     (np.zeros((2, 32, 32), np.uint8), [1, 2], r"shape \(N, 28, 28\)"),
 ])
 def test_finetune_rejects_bad_corrections(tiny_model, x, y, match):
-    from core.finetune import finetune
+    from core.learning.finetune import finetune
 
     with pytest.raises(ValueError, match=match):
         finetune(tiny_model, x, np.array(y, np.int64), mnist_mix=100)
@@ -355,13 +355,14 @@ def hard_digits_pool() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def decent_base():
-    """The shipped default model if present, else core.train.RECIPES["fast"] trained once (~99%)."""
+    """The shipped default model if present, else core.learning.train.RECIPES["fast"] trained once (~99%)."""
+    from core.learning.persist import load_model
+    from core.learning.train import RECIPES, result_meta, train
     from core.store import ModelStore
-    from core.train import RECIPES, result_meta, train
 
     shipped, name = ModelStore(config.ROOT / "models"), config.DEFAULT_MODEL_NAME
     if shipped.list().get(name):
-        return name, shipped.load(name), shipped.meta(name)
+        return name, load_model(shipped, name), shipped.meta(name)
     result = train(RECIPES["fast"])
     return "fast-recipe", result.model, result_meta(result)
 
@@ -369,9 +370,10 @@ def decent_base():
 @pytest.mark.slow
 def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path):
     from core.data import cached_mnist, to_model_input
-    from core.finetune import finetune, save_finetuned
+    from core.learning.finetune import finetune, save_finetuned
+    from core.learning.persist import load_model
+    from core.learning.train import probabilities, test_accuracy
     from core.store import ModelStore
-    from core.train import probabilities, test_accuracy
 
     base_name, base, base_meta = decent_base
     mnist = cached_mnist()
@@ -419,7 +421,7 @@ def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path)
     assert meta["base_model"] == base_name and meta["corrections"] == 150
     assert meta["test_accuracy"] == pytest.approx(result.test_accuracy)
     assert meta["hyperparameters"]["finetune"]["corrections_accuracy_after"] == pytest.approx(after)
-    assert test_accuracy(store.load(name), x_test[:2000], y_test[:2000]) == pytest.approx(
+    assert test_accuracy(load_model(store, name), x_test[:2000], y_test[:2000]) == pytest.approx(
         test_accuracy(result.model, x_test[:2000], y_test[:2000]))
     # The saved model is served from its exported file, with the same answers.
     from core.serving.predict import Predictor

@@ -115,9 +115,10 @@ def test_evaluate_small_model_is_consistent(small_eval, test_set, trained_store)
 
 def test_evaluate_accepts_float_inputs_and_matches_the_keras_model(small_eval, test_set, trained_store):
     from core.data import to_model_input
+    from core.learning.persist import load_model
+    from core.learning.train import probabilities
     from core.serving.predict import Predictor
     from core.store import ModelStore
-    from core.train import probabilities
 
     x, y = test_set
     store = ModelStore(trained_store)
@@ -126,7 +127,7 @@ def test_evaluate_accepts_float_inputs_and_matches_the_keras_model(small_eval, t
     assert ev.count == 500
     assert ev.predicted.tolist() == small_eval.predicted[:500].tolist()
     # The exported file reads as the Keras model it was exported from.
-    keras_probs = probabilities(store.load("test-mlp"), to_model_input(x[:500]))
+    keras_probs = probabilities(load_model(store, "test-mlp"), to_model_input(x[:500]))
     assert ev.predicted.tolist() == keras_probs.argmax(axis=1).tolist()
     with pytest.raises(ValueError, match="500 images but 499 labels"):
         evaluate(predictor, x[:500], y[:499])

@@ -19,12 +19,14 @@ def test_images() -> np.ndarray:
 
 @pytest.mark.parametrize("store_dir, name", [("shipped", "default-cnn"), ("fixture", "test-mlp")])
 def test_exported_outputs_match_keras_on_1000_test_images(store_dir, name, trained_store, test_images):
-    from core.model import feature_model
+    from core.learning.model import feature_model
+    from core.learning.persist import load_model
     from core.serving.runtime import Runtime
     from core.store import ModelStore
 
     store = ModelStore(ROOT / "models" if store_dir == "shipped" else trained_store)
-    keras_probs, keras_features = feature_model(store.load(name))[0].predict(test_images, batch_size=500, verbose=0)
+    keras_probs, keras_features = feature_model(load_model(store, name))[0].predict(test_images, batch_size=500,
+                                                                                     verbose=0)
     _, files = store.verify(name)
     probs, features = Runtime(files["onnx"]).run(test_images)
     assert probs.shape == (1000, 10) and features.shape == keras_features.shape
@@ -34,10 +36,11 @@ def test_exported_outputs_match_keras_on_1000_test_images(store_dir, name, train
 
 def test_export_of_a_fresh_model_round_trips(trained_store):
     from core.learning.export import export_onnx
+    from core.learning.persist import load_model
     from core.serving.runtime import Runtime, RuntimeError_
     from core.store import ModelStore
 
-    model = ModelStore(trained_store).load("test-mlp")
+    model = load_model(ModelStore(trained_store), "test-mlp")
     runtime = Runtime(export_onnx(model))
     assert runtime.feature_count == 256 + 128  # the MLP's two ReLU layers
     with pytest.raises(RuntimeError_, match="cannot be loaded"):

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 
 from core import config
+from core.learning.persist import load_model
 from core.store import ModelStore, StoreError
 
 ROOT = config.ROOT
@@ -135,13 +136,13 @@ def test_sigkill_while_training_or_saving_keeps_the_previous_model(point, good_s
     assert set(listing.names()) <= {DEFAULT, VICTIM}
     assert set(listing.problems) <= {VICTIM}, listing.problems  # nothing wrong with the previous models
     if VICTIM in listing.names():  # listed only when complete: it must load and be served
-        assert good_store.load(VICTIM) is not None
+        assert load_model(good_store, VICTIM) is not None
         assert reads_mnist_well(good_store, VICTIM) > 0.5
     if VICTIM in listing.problems:
         assert "no metadata" in listing.problems[VICTIM]
     assert good_store.active_name() == DEFAULT and good_store.active_name(fallback=False) == DEFAULT
     assert {p.name: sha256(p) for p in good_store.root.glob(f"{DEFAULT}.*")} == before
-    assert good_store.load(DEFAULT) is not None
+    assert load_model(good_store, DEFAULT) is not None
     assert reads_mnist_well(good_store, DEFAULT) >= 0.98
 
     leftovers = [p for p in good_store.root.iterdir() if p.name.startswith(".")]
@@ -191,7 +192,8 @@ def evil(*args, **kwargs):
 def hostile_store(tmp_path, monkeypatch, tiny_served_files):
     """A store with a tiny valid model 'base', and an importable canary module that records being
     imported or called (it must never be)."""
-    from core.model import ModelSpec, build_model
+    from core.learning.model import ModelSpec, build_model
+    from core.learning.persist import save_model
 
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
     canary = tmp_path / "CANARY"
@@ -201,7 +203,7 @@ def hostile_store(tmp_path, monkeypatch, tiny_served_files):
     monkeypatch.syspath_prepend(str(module_dir))
     store = ModelStore(tmp_path / "models")
     tiny = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
-    store.save(build_model(tiny, seed=0), {"family": "mlp"}, name="base", files=tiny_served_files)
+    save_model(store, build_model(tiny, seed=0), {"family": "mlp"}, name="base", files=tiny_served_files)
     return store, canary
 
 
@@ -262,7 +264,7 @@ def test_hostile_config_is_refused_without_running_code(case, hostile_store):
     write_hostile(store, case, HOSTILE_LAYERS[case])
     assert case in store.list().names()  # structurally a .keras archive: only loading can tell
     with pytest.raises(StoreError) as info:
-        store.load(case)
+        load_model(store, case)
     message = str(info.value)
     assert repr(case) in message and ("Refused" in message or "Cannot load" in message), message
     assert "Traceback" not in message
@@ -276,8 +278,8 @@ def test_hostile_config_is_refused_without_running_code(case, hostile_store):
     evil.save(store.keras_path("plain_lambda"))
     store.meta_path("plain_lambda").write_text("{}", encoding="utf-8")
     with pytest.raises(StoreError, match="unsafe content"):
-        store.load("plain_lambda")
-    assert store.load("base") is not None  # the good model next to them still loads
+        load_model(store, "plain_lambda")
+    assert load_model(store, "base") is not None  # the good model next to them still loads
 
 
 def test_non_keras_files_in_the_store_are_never_loaded(hostile_store):
@@ -293,7 +295,7 @@ def test_non_keras_files_in_the_store_are_never_loaded(hostile_store):
     assert {"pickled", "hdf5"} <= set(listing.problems) and "pickled" not in listing.names()
     for name in ("pickled", "hdf5"):
         with pytest.raises(StoreError, match="not a valid .keras archive"):
-            store.load(name)
+            load_model(store, name)
     assert not canary.exists()
 
 
@@ -361,7 +363,7 @@ def test_requirements_floor_excludes_versions_with_advisories(package, safe):
 
 
 class FakeTraining:
-    """Stands in for core.train.train: runs until released or stopped, or raises on demand."""
+    """Stands in for core.learning.train.train: runs until released or stopped, or raises on demand."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -370,7 +372,7 @@ class FakeTraining:
         self.calls = 0
 
     def __call__(self, cfg, *, hook=None, stop=None):
-        from core.train import TrainResult
+        from core.learning.train import TrainResult
 
         self.calls += 1
         self.started.set()
@@ -382,7 +384,7 @@ class FakeTraining:
         stopped = bool(stop is not None and stop.is_set())
         model = None
         if not stopped:
-            from core.model import build_model
+            from core.learning.model import build_model
 
             model = build_model(cfg.spec, seed=0)
         return TrainResult(cfg, model, {"epoch": [], "batch": []}, None if stopped else 0.5, 0.1, stopped,
@@ -392,12 +394,12 @@ class FakeTraining:
 @pytest.fixture
 def manager_env(tmp_path, monkeypatch):
     import app_state
-    import core.train
-    from core.model import ModelSpec
-    from core.train import TrainConfig
+    import core.learning.train
+    from core.learning.model import ModelSpec
+    from core.learning.train import TrainConfig
 
     fake = FakeTraining()
-    monkeypatch.setattr(core.train, "train", fake)
+    monkeypatch.setattr(core.learning.train, "train", fake)
     root = tmp_path / "models"
     monkeypatch.setenv(config.MODELS_DIR_ENV, str(root))
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
@@ -459,7 +461,7 @@ def test_stop_rules_and_a_new_run_after_the_end(manager_env):
     assert manager.serial == 2
     name = second.snapshot()["info"]["model_name"]
     store = ModelStore(root)
-    assert store.list().names() == [name] and store.load(name) is not None
+    assert store.list().names() == [name] and load_model(store, name) is not None
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
 
 

@@ -29,7 +29,7 @@ def served():
     name = store.active_name()
     if name is not None:
         return Predictor.load(name, store)
-    from core.train import RECIPES, train
+    from core.learning.train import RECIPES, train
 
     result = train(replace(RECIPES["fast"], train_size=30000))
     assert result.test_accuracy >= 0.98, f"fallback model too weak: {result.test_accuracy:.4f}"

@@ -1,8 +1,7 @@
 """"Not a digit": Fashion-MNIST and other non-digits flagged, real digits of every style kept.
 
-The detector (core/novelty.py) is fitted on MNIST digits only; the shipped model was trained with
-outlier exposure on generated scribbles, strokes, shapes, blobs and textures
-(core/learning/nondigits.py). Fashion-MNIST and letters are kinds neither ever saw.
+The detector (core/novelty.py) is fitted on MNIST digits only: Fashion-MNIST and the generated
+non-digits of tests/helpers_nondigits.py are kinds it never saw.
 """
 
 from __future__ import annotations

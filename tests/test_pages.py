@@ -687,8 +687,8 @@ def test_other_visitor_sees_the_run_but_only_the_owner_can_stop_it(empty_store_e
 
 def test_training_manager_allows_one_job_and_only_the_owner_stops_it(empty_store_env):
     import app_state
-    from core.model import default_spec
-    from core.train import TrainConfig
+    from core.learning.model import default_spec
+    from core.learning.train import TrainConfig
 
     manager = app_state.TrainingManager()
     cfg = TrainConfig(spec=default_spec("cnn"), epochs=1, train_size=60000)

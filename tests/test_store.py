@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from core import config
-from core.model import ModelSpec, build_model
+from core.learning.model import ModelSpec, build_model
+from core.learning.persist import load_model, save_model
 from core.store import ModelStore, StoreError
 
 TINY = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
@@ -30,7 +31,7 @@ def store(tmp_path, monkeypatch, tiny_served_files):
 
 def _save(store, name, seed=0, **meta):
     model = build_model(TINY, seed=seed)
-    return store.save(model, {"family": "mlp", "test_accuracy": 0.5, **meta}, name=name,
+    return save_model(store, model, {"family": "mlp", "test_accuracy": 0.5, **meta}, name=name,
                       files=store.served_files), model
 
 
@@ -43,12 +44,34 @@ def test_save_list_load_roundtrip(store):
     _, served = store.verify("first")
     assert served == {"onnx": store.root / "first.onnx", "novelty": store.root / "first.novelty.npz"}
     assert served["onnx"].read_bytes() == store.served_files[".onnx"]
-    loaded = store.load("first")
+    loaded = load_model(store, "first")
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), rtol=1e-5)
     # Newest first.
     _save(store, "second", created="2026-02-01T00:00:00+00:00")
     assert store.list().names() == ["second", "first"]
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_write_stores_the_files_it_is_handed_with_their_checksums(store):
+    """The store's own write (no Keras): bytes in, files and metadata out; the metadata last."""
+    import hashlib
+
+    _save(store, "made")
+    files = {suffix: (store.root / f"made{suffix}").read_bytes() for suffix in (".keras", ".onnx", ".novelty.npz")}
+    name = store.write("copied", {"family": "mlp", "params": 1}, files)
+    assert name == "copied" and set(store.list().names()) == {"made", "copied"}
+    meta = store.meta("copied")
+    assert meta["name"] == "copied" and meta["created"] and meta["params"] == 1
+    assert meta["files"] == {s: hashlib.sha256(b).hexdigest() for s, b in files.items()}
+    assert list(meta["files"])[0] == ".keras"
+    with pytest.raises(StoreError, match="already exists"):
+        store.write("copied", {"family": "mlp"}, files)
+    with pytest.raises(StoreError, match="Invalid model name"):
+        store.write("../evil", {"family": "mlp"}, files)
+    with pytest.raises(StoreError, match="unknown file suffix '/../x'"):
+        store.write("odd", {"family": "mlp"}, {**files, "/../x": b"x"})
+    assert not list(store.root.glob("odd*")) and not (store.root.parent / "x").exists()
     assert not [p for p in store.root.iterdir() if p.name.startswith(".")], "no temporary files left"
 
 
@@ -94,7 +117,7 @@ def test_interrupted_save_leaves_previous_model_loadable(store, monkeypatch):
     listing = store.list()
     assert listing.names() == ["good"] and not listing.problems
     assert store.active_name() == "good"
-    assert store.load("good") is not None
+    assert load_model(store, "good") is not None
     assert not list(store.root.glob(".*")), "temporary file removed"
 
 
@@ -117,7 +140,7 @@ def test_corrupt_files_are_reported_and_skipped(store):
     assert set(listing.problems) == {"badzip", "badjson"}
     assert "badzip.keras does not match the checksum" in listing.problems["badzip"]
     with pytest.raises(StoreError, match="not a valid .keras archive"):
-        store.load("badzip")
+        load_model(store, "badzip")
 
 
 def test_served_files_are_checked_against_their_checksums(store):
@@ -172,7 +195,7 @@ def test_corrupt_weights_inside_valid_zip_fail_cleanly(store):
         for n, data in members.items():
             zf.writestr(n, data[: len(data) // 3] if n.endswith(".h5") else data)
     with pytest.raises(StoreError, match="Cannot load model 'broken'"):
-        store.load("broken")
+        load_model(store, "broken")
 
 
 def test_lambda_layer_is_refused_in_safe_mode(store):
@@ -185,7 +208,7 @@ def test_lambda_layer_is_refused_in_safe_mode(store):
     evil.save(store.keras_path("evil"))
     store.meta_path("evil").write_text(json.dumps({"family": "cnn"}), encoding="utf-8")
     with pytest.raises(StoreError, match="unsafe content"):
-        store.load("evil")
+        load_model(store, "evil")
 
 
 def test_cap_on_user_models_removes_oldest_but_keeps_default(store, monkeypatch):

@@ -5,8 +5,8 @@ import threading
 import numpy as np
 import pytest
 
-from core.model import ModelSpec, build_model, default_spec, layer_summary
-from core.train import Progress, TrainConfig, TrainingJob, one_cycle_lr, train
+from core.learning.model import ModelSpec, build_model, default_spec, layer_summary
+from core.learning.train import Progress, TrainConfig, TrainingJob, one_cycle_lr, train
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,6 @@
-"""The learning tier: building, training, fine-tuning and exporting models.
+"""The learning tier: building (`model`), training (`train`), fine-tuning (`finetune`), saving and
+loading the Keras model of a stored one (`persist`) and exporting models (`export`).
 
-The only place that imports Keras or TensorFlow (the rest of `core/training` code moves here with the
-training issue); the web tier reads models through the files exported here.
+The only package that imports Keras or TensorFlow (an import-linter contract in pyproject.toml checks
+it); the web tier reads models through the files exported here.
 """

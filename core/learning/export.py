@@ -1,7 +1,7 @@
 """Export a trained Keras model as the one inference file the web tier serves.
 
 The file is Keras' own ONNX export (``model.export(path, format="onnx")``) of the model with a
-second output (`core.model.feature_model`): one graph, one forward pass, two outputs, in order:
+second output (`core.learning.model.feature_model`): one graph, one forward pass, two outputs, in order:
 
     image (N, 28, 28, 1) float32 in [0, 1]  ->  probabilities (N, 10), features (N, D)
 
@@ -23,7 +23,7 @@ def export_onnx(model) -> bytes:
     """The model (probabilities and detector features) as ONNX bytes.
 
     Args:
-        model: a Keras model from `core.model.build_model` (or any model with ``relu_*`` layers).
+        model: a Keras model from `core.learning.model.build_model` (or any model with ``relu_*`` layers).
 
     Returns:
         The bytes of an ``.onnx`` file with input ``image`` and outputs (probabilities, features).
@@ -31,7 +31,7 @@ def export_onnx(model) -> bytes:
     Raises:
         ValueError: the model has no layer to take features from.
     """
-    from core.model import feature_model
+    from core.learning.model import feature_model
 
     both, _ = feature_model(model)
     both(np.zeros((1, 28, 28, 1), np.float32))  # Keras exports only a model that has been called

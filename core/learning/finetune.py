@@ -2,10 +2,10 @@
 mixed with MNIST training images so it keeps what it knew.
 
 The served model is never touched: ``finetune`` trains a clone (``keras.models.clone_model`` +
-``set_weights``). Training reuses ``core.train.fit`` (its Adam set-up, one-cycle schedule, progress
+``set_weights``). Training reuses ``core.learning.train.fit`` (its Adam set-up, one-cycle schedule, progress
 hook and stop request), with a small peak learning rate. Each correction is repeated so that the
 corrections make up about ``CORRECTION_SHARE`` of the training mix; the random small affine
-distortions of ``core.train`` turn the repeats into variants instead of copies.
+distortions of ``core.learning.train`` turn the repeats into variants instead of copies.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.calibrate import temperature_of
 from core.config import IMAGE_SIZE, NUM_CLASSES
 from core.data import Split, cached_mnist, to_model_input
-from core.model import ModelSpec, default_spec
-from core.calibrate import temperature_of
-from core.train import ProgressHook, TrainConfig, TrainResult, fit, result_meta, save_model, test_accuracy
+from core.learning.model import ModelSpec, default_spec
+from core.learning.train import (ProgressHook, TrainConfig, TrainResult, fit, result_meta, save_with_served_files,
+                                 test_accuracy)
 
 DEFAULT_MNIST_MIX = 10_000
 DEFAULT_EPOCHS = 3
@@ -34,7 +35,7 @@ MIN_CORRECTIONS = 1
 
 @dataclass
 class FinetuneResult(TrainResult):
-    """A ``TrainResult`` (so ``core.train.save_result`` and ``TrainingJob`` accept it) plus what the
+    """A ``TrainResult`` (so ``core.learning.train.save_result`` and ``TrainingJob`` accept it) plus what the
     fine-tuning started from and what it achieved on the corrections.
 
     Attributes:
@@ -108,7 +109,7 @@ def _label_smoothing(base_meta: dict | None) -> float:
 
 
 def _accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    from core.train import probabilities
+    from core.learning.train import probabilities
 
     return float(np.mean(np.argmax(probabilities(model, x), axis=1) == y))
 
@@ -157,7 +158,7 @@ def finetune(
         base_name: the base model's store name, recorded in the result.
         base_meta: the base model's store metadata: its label smoothing is kept; its architecture
             and test accuracy go into the record.
-        hook: called with a ``core.train.Progress`` after every batch and epoch.
+        hook: called with a ``core.learning.train.Progress`` after every batch and epoch.
         stop: when set, training ends after the current batch; the result has ``stopped=True`` and
             no accuracies after training.
 
@@ -207,7 +208,7 @@ def finetune(
 
 
 def finetune_meta(result: FinetuneResult, *, command: str | None = None) -> dict:
-    """Store metadata for a fine-tuned model: ``core.train.result_meta`` (family, hyperparameters,
+    """Store metadata for a fine-tuned model: ``core.learning.train.result_meta`` (family, hyperparameters,
     test accuracy, training seconds, history, layers) plus the base model and the corrections."""
     meta = result_meta(result, command=command)
     finetuning = {
@@ -238,4 +239,4 @@ def save_finetuned(result: FinetuneResult, store=None, *, name: str | None = Non
         raise ValueError("This fine-tuning was stopped before it finished; there is no model to save.")
     store = store or ModelStore()
     name = name or store.new_name(f"{result.config.spec.family}-finetuned")
-    return save_model(result.model, finetune_meta(result, command=command), store, name=name)
+    return save_with_served_files(result.model, finetune_meta(result, command=command), store, name=name)

@@ -18,7 +18,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from core.data import Split, cached_mnist, training_split
-from core.model import ModelSpec, build_model
+from core.learning.model import ModelSpec, build_model
 
 Schedule = Literal["onecycle", "constant"]
 
@@ -488,7 +488,7 @@ def _thin(rows: list[dict], limit: int = 400) -> list[dict]:
 
 def result_meta(result: TrainResult, *, command: str | None = None, shipped: bool = False) -> dict:
     """Store metadata for a finished run: family, hyperparameters, metrics, curves, data hash."""
-    from core.model import layer_summary
+    from core.learning.model import layer_summary
 
     meta = {
         "family": result.config.spec.family,
@@ -515,24 +515,28 @@ def save_result(result: TrainResult, store=None, *, name: str | None = None, com
     (atomically); returns its name."""
     if result.model is None or result.stopped:
         raise ValueError("This run was stopped before it finished; there is no model to save.")
-    return save_model(result.model, result_meta(result, command=command, shipped=shipped), store, name=name)
+    return save_with_served_files(result.model, result_meta(result, command=command, shipped=shipped), store,
+                                  name=name)
 
 
-def save_model(model, meta: dict, store=None, *, name: str | None = None, overwrite: bool = False) -> str:
-    """Fit the model's "not a digit" detector (`fit_detector`) and save both to the store.
+def save_with_served_files(model, meta: dict, store=None, *, name: str | None = None,
+                           overwrite: bool = False) -> str:
+    """Save the model to the store (`core.learning.persist.save_model`) with the files the web tier
+    serves it from (`served_files`: its exported inference file and its "not a digit" detector).
 
     Returns:
         The stored name.
 
     Raises:
-        core.store.StoreError: a bad or taken name.
+        core.store.StoreError: a bad or taken name (checked before the files are made).
     """
-    from core.store import ModelStore, check_name
+    from core.learning.persist import save_model
+    from core.store import ModelStore
 
     store = store or ModelStore()
     if name is not None:
-        check_name(name)
-    return store.save(model, meta, name=name, overwrite=overwrite, files=served_files(model))
+        store.name_for_save(name, meta, overwrite=overwrite)
+    return save_model(store, model, meta, name=name, overwrite=overwrite, files=served_files(model))
 
 
 def served_files(model) -> dict[str, bytes]:
@@ -562,7 +566,7 @@ def fit_detector(model, *, seed: int = 0):
     import tensorflow as tf
 
     from core import novelty
-    from core.model import feature_model
+    from core.learning.model import feature_model
 
     mnist = cached_mnist()
     order = np.random.default_rng(seed).permutation(len(mnist.y_train))
