@@ -34,7 +34,7 @@ NUM_CLASSES = 10
 # component as shipped waits 200 ms (to merge events that end one gesture), two thirds of the
 # 300 ms a reading may take; "shipped" (or any non-number) keeps the component's own delay.
 CANVAS_SEND_MS_ENV = "DIGITS_CANVAS_SEND_MS"
-CANVAS_SEND_MS_DEFAULT = 25
+CANVAS_SEND_MS_DEFAULT = 5  # ms after a stroke (bench/app_latency.py: stroke p50 76 ms at 25, 64 ms at 5)
 
 
 def models_dir() -> Path:

@@ -109,7 +109,7 @@ def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch, ti
     assert not [p for p in store.root.iterdir() if p.name.startswith(".")]
 
 
-@pytest.mark.parametrize("raw, expected", [(None, 25), ("", 25), ("0", 0), ("60", 60), ("-5", 0), ("99999", 5000),
+@pytest.mark.parametrize("raw, expected", [(None, 5), ("", 5), ("0", 0), ("60", 60), ("-5", 0), ("99999", 5000),
                                            ("shipped", None), ("off", None)])
 def test_canvas_send_delay(raw, expected, monkeypatch):
     if raw is None:

@@ -395,12 +395,14 @@ def test_canvas_send_patch_finds_the_shipped_delay():
 
 
 def test_draw_canvas_is_the_package_bundle_with_a_shorter_delay(app_env):
+    from core import config
+
     at = app("pages/2_Draw.py").run()
     assert not at.exception
     proto = canvas_proto(at)
     assert proto.component_name == "digits.drawing_canvas"
     bundle = canvas_bundle()
-    find, replace = __import__("app_state").canvas_send_patch(bundle.read_text(encoding="utf-8"), 25)
+    find, replace = __import__("app_state").canvas_send_patch(bundle.read_text(encoding="utf-8"), config.CANVAS_SEND_MS_DEFAULT)
     # The loader fetches the package's own bundle from Streamlit's route (on the server's address as
     # the page reached its health check) and patches it in the browser.
     path = f"/_stcore/bidi-components/streamlit-drawable-canvas.streamlit_drawable_canvas/{bundle.name}"
