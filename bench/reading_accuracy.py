@@ -82,16 +82,12 @@ def minimal_recipe(source) -> np.ndarray | None:
 
 # --- renderers -------------------------------------------------------------------------------------
 
-def png(pixels: np.ndarray) -> bytes:
-    return encode(pixels, "PNG")
-
-
 def soft_grey(digit: np.ndarray, rng: np.random.Generator) -> bytes:
     """TUNING: a soft grey stroke (the MNIST digit upscaled as it is, not re-thresholded) on paper."""
     size = int(rng.integers(80, 140))
     cover = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC), np.float32) / 255
     sheet = np.full((size + 60, size + 60), rng.uniform(225, 245), np.float32)
-    return png(place(sheet, np.clip(cover, 0, 1), 30, 30, rng.uniform(110, 160)))
+    return encode(place(sheet, np.clip(cover, 0, 1), 30, 30, rng.uniform(110, 160)), "PNG")
 
 
 def pencil(digit: np.ndarray, rng: np.random.Generator) -> bytes:
@@ -153,7 +149,7 @@ def _lowres_tuning(digit: np.ndarray) -> bytes:
     big = small.resize((48, 48), Image.Resampling.BILINEAR).filter(ImageFilter.GaussianBlur(1))
     page = Image.new("L", (96, 96), 250)
     page.paste(Image.eval(big, lambda p: 250 - p), (20, 20))
-    return png(np.asarray(page))
+    return encode(page, "PNG")
 
 
 # --- measuring -------------------------------------------------------------------------------------

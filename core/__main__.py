@@ -106,17 +106,15 @@ def train_config(args):
 
 def cmd_train(args) -> int:
     from core.learning.train import save_result, train
-    from core.store import ModelStore, StoreError, check_name
+    from core.store import ModelStore, StoreError
 
     cfg = train_config(args)
     store = ModelStore()
-    if args.name is not None:  # before training, not after
+    if args.name is not None:  # before training, not after: a bad or taken name is a usage error
         try:
-            check_name(args.name)
+            store.name_for_save(args.name, {})
         except StoreError as exc:
             raise ValueError(str(exc)) from exc
-        if store.meta_path(args.name).exists() or store.keras_path(args.name).exists():
-            raise ValueError(f"A model named {args.name!r} already exists; delete it first or pick another name.")
     last = {"t": -float("inf")}  # the first batch is always shown
 
     def hook(p):
@@ -195,11 +193,13 @@ def cmd_predict(args) -> int:
 
 def cmd_activate(args) -> int:
     """Make a model the server's default, but only one that loads and answers."""
+    import numpy as np
+
     from core.serving.predict import Predictor
     from core.store import ModelStore
 
     store = ModelStore()
-    Predictor.load(args.name, store).probabilities(__import__("numpy").zeros((1, 28, 28), "float32"))
+    Predictor.load(args.name, store).probabilities(np.zeros((1, 28, 28), np.float32))
     store.set_active(args.name)
     _log(f"{args.name} is now the server's default model")
     return 0

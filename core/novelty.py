@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,41 @@ class NoveltyDetector:
     medians: np.ndarray
     threshold: np.ndarray
 
+    @cached_property
+    def _layers(self) -> list[tuple[slice, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per layer: its slice of the features, its whitening, and the whitened class means and
+        their squared norms (computed once, not on every reading)."""
+        layers, start = [], 0
+        for size in self.sizes:
+            block = slice(start, start + int(size))
+            w = self.whiten[block, block]
+            centres = self.means[:, block] @ w
+            layers.append((block, w, centres.T.copy(), (centres * centres).sum(1)))
+            start += int(size)
+        return layers
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance of each input to the nearest class mean, layer by layer.
+
+        Args:
+            features: float32 (N, D) features of `core.learning.model.feature_model` for N inputs.
+
+        Returns:
+            float32 (N, L), at least 1e-9.
+
+        Raises:
+            ValueError: features of another width than the detector was fitted on.
+        """
+        features = np.asarray(features, np.float32)
+        if features.ndim != 2 or features.shape[1] != self.means.shape[1]:
+            raise ValueError(f"Expected (N, {self.means.shape[1]}) features, got {features.shape}.")
+        out = np.empty((len(features), len(self.sizes)), np.float32)
+        for i, (block, w, centres_t, norms) in enumerate(self._layers):
+            z = features[:, block] @ w
+            nearest = ((z * z).sum(1)[:, None] - 2.0 * z @ centres_t + norms[None, :]).min(axis=1)
+            out[:, i] = np.maximum(nearest, 1e-9)
+        return out
+
     def scores(self, features: np.ndarray) -> np.ndarray:
         """Novelty scores: above 0 means "probably not a digit".
 
@@ -65,19 +101,7 @@ class NoveltyDetector:
         Raises:
             ValueError: features of another width than the detector was fitted on.
         """
-        features = np.asarray(features, np.float32)
-        if features.ndim != 2 or features.shape[1] != self.means.shape[1]:
-            raise ValueError(f"Expected (N, {self.means.shape[1]}) features, got {features.shape}.")
-        total = np.zeros(len(features))
-        start = 0
-        for size, median in zip(self.sizes, self.medians):
-            block = slice(start, start + int(size))
-            w = self.whiten[block, block]
-            z, centres = features[:, block] @ w, self.means[:, block] @ w
-            distances = (z * z).sum(1)[:, None] - 2.0 * z @ centres.T + (centres * centres).sum(1)[None, :]
-            total += np.log(np.maximum(distances.min(axis=1), 1e-9) / median)
-            start += int(size)
-        return total - float(self.threshold)
+        return np.log(self.distances(features) / self.medians).sum(axis=1) - float(self.threshold)
 
     def is_digit(self, features: np.ndarray) -> np.ndarray:
         """bool (N,): True where the input looks like a digit (score at most 0)."""
@@ -167,21 +191,10 @@ def fit(features: np.ndarray, labels: np.ndarray, held_out: np.ndarray, sizes: l
         means[:, block], whiten[block, block] = _class_gaussian(features[:, block], labels)
         start += size
     partial = NoveltyDetector(np.asarray(sizes, np.int64), means, whiten, np.ones(len(sizes)), np.asarray(0.0))
-    medians = np.array([np.median(np.exp(_layer_scores(partial, features, i))) for i in range(len(sizes))])
+    medians = np.median(partial.distances(features), axis=0).astype(np.float64)
     detector = NoveltyDetector(partial.sizes, means, whiten, medians, np.asarray(0.0))
     threshold = float(np.quantile(detector.scores(held_out), FIT_QUANTILE))
     return NoveltyDetector(partial.sizes, means, whiten, medians, np.asarray(threshold))
-
-
-def _layer_scores(detector: NoveltyDetector, features: np.ndarray, layer: int) -> np.ndarray:
-    """log squared distance of one layer (the detector restricted to that layer)."""
-    keep = np.zeros(len(detector.sizes), bool)
-    keep[layer] = True
-    start = int(detector.sizes[:layer].sum())
-    block = slice(start, start + int(detector.sizes[layer]))
-    single = NoveltyDetector(detector.sizes[keep], detector.means[:, block], detector.whiten[block, block],
-                             np.ones(1), np.asarray(0.0))
-    return single.scores(features[:, block])
 
 
 def sidecar_path(keras_path: Path | str) -> Path:

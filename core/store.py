@@ -215,16 +215,7 @@ class ModelStore:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         name = self.name_for_save(name, meta, overwrite=overwrite)
-        known = (KERAS_SUFFIX, *SERVED.values())
-        unknown = [suffix for suffix in files if suffix not in known]
-        if unknown:
-            raise StoreError(f"Cannot write {name!r}: unknown file suffix {unknown[0]!r} "
-                             f"(the store keeps {', '.join(known)}).")
-        checksums = {}
-        for suffix in sorted(files, key=lambda s: s != KERAS_SUFFIX):  # the archive first, as it was always
-            data = files[suffix]
-            _atomic_write_bytes(self.root / f"{name}{suffix}", data)
-            checksums[suffix] = hashlib.sha256(data).hexdigest()
+        checksums = self._write_files(name, files)
         meta = {**meta, "name": name, "files": checksums,
                 "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")}
         # Metadata last: its presence is what makes the model listed.
@@ -236,7 +227,8 @@ class ModelStore:
         """Write files beside an existing model (``python -m core export``) and record their checksums.
 
         Raises:
-            StoreError: no such model (its ``.keras`` and metadata must exist).
+            StoreError: no such model (its ``.keras`` and metadata must exist), or a suffix the store
+                does not know.
         """
         meta_file, keras_file = self.meta_path(name), self.keras_path(name)
         try:
@@ -245,11 +237,26 @@ class ModelStore:
             raise StoreError(f"No model named {name!r} in {self.root} ({exc}).") from exc
         if not keras_file.is_file() or not isinstance(meta, dict):
             raise StoreError(f"No model named {name!r} in {self.root}.")
-        checksums = {KERAS_SUFFIX: file_sha256(keras_file)}
-        for suffix, data in files.items():
-            _atomic_write_bytes(self.root / f"{name}{suffix}", data)
-            checksums[suffix] = hashlib.sha256(data).hexdigest()
+        checksums = {KERAS_SUFFIX: file_sha256(keras_file), **self._write_files(name, files)}
         _atomic_write_bytes(meta_file, json.dumps({**meta, "files": checksums}, indent=1).encode("utf-8"))
+
+    def _write_files(self, name: str, files: dict[str, bytes]) -> dict[str, str]:
+        """Write each ``NAME + suffix`` file atomically, the ``.keras`` archive first; returns their
+        SHA-256 by suffix.
+
+        Raises:
+            StoreError: a suffix the store does not know (nothing is written).
+        """
+        known = (KERAS_SUFFIX, *SERVED.values())
+        unknown = [suffix for suffix in files if suffix not in known]
+        if unknown:
+            raise StoreError(f"Cannot write {name!r}: unknown file suffix {unknown[0]!r} "
+                             f"(the store keeps {', '.join(known)}).")
+        checksums = {}
+        for suffix in sorted(files, key=lambda s: s != KERAS_SUFFIX):  # the archive first, as it was always
+            _atomic_write_bytes(self.root / f"{name}{suffix}", files[suffix])
+            checksums[suffix] = hashlib.sha256(files[suffix]).hexdigest()
+        return checksums
 
     def prune(self, keep: int | None = None) -> list[str]:
         """Remove the oldest user-trained models beyond the cap; the default and the active one stay."""
