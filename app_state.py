@@ -1,24 +1,19 @@
 """The Streamlit glue the pages share: session setup, the sidebar model picker, cached predictors,
-the drawing canvas, the training-job manager, and turning exceptions into messages.
+the drawing canvas, and turning exceptions into messages (training runs: `ui.runs`).
 
-This is the only module besides the pages that imports Streamlit. Models are served through their
-exported files (``core.serving``, ONNX Runtime): only a training run on the Train page imports
-TensorFlow (until training moves to Dask workers).
+Models are served through their exported files (``core.serving``, ONNX Runtime) and trained on
+Dask workers (``core.runs``): the server never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import functools
-import gc
 import logging
 import re
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
@@ -35,77 +30,6 @@ MODEL_NAME = "model_name"
 PICKER_KEY = "sidebar_model"
 
 FAMILY_LABELS = {"cnn": "CNN", "mlp": "MLP"}
-FINETUNE = "finetune"  # TrainingJob.info["kind"] of a fine-tuning run
-
-
-# --- Streamlit's Keras reset ------------------------------------------------------------------------
-
-def _keep_keras_state() -> None:
-    """Stop Streamlit from calling ``keras.backend.clear_session()`` after every script run.
-
-    Streamlit (``script_runner._clean_problem_modules``, 1.x) does that whenever Keras is imported.
-    Here it is harmful: it resets Keras' global state under a running training thread, drops
-    TensorFlow's kernel cache (the next prediction is ~15x slower) and runs a full garbage
-    collection, holding the GIL for ~0.5 s per rerun. With a 1 s progress fragment that starves
-    the training thread: its first step (graph tracing) took 80-200 s instead of 3 s. Models here
-    live in ``st.cache_resource`` and never need that reset. Matplotlib's clean-up is kept.
-    """
-    try:
-        from streamlit.runtime.scriptrunner import script_runner
-    except ImportError:  # a future Streamlit without the hook: nothing to undo
-        return
-    if getattr(getattr(script_runner, "_clean_problem_modules", None), "keeps_keras", False):
-        return
-
-    def clean_problem_modules() -> None:
-        if "matplotlib.pyplot" in sys.modules:
-            sys.modules["matplotlib.pyplot"].close("all")
-
-    clean_problem_modules.keeps_keras = True
-    if hasattr(script_runner, "_clean_problem_modules"):
-        script_runner._clean_problem_modules = clean_problem_modules
-
-
-_keep_keras_state()
-
-
-def _skip_bare_mode_check() -> None:
-    """Spare the first page of a new server Streamlit's one-time "are we in a REPL?" check.
-
-    On the first element a process sends, Streamlit (``delta_generator._maybe_print_use_warning``,
-    1.x) calls ``inspect.stack()`` to warn people who run a script with plain ``python`` instead of
-    ``streamlit run``. With TensorFlow-sized ``sys.modules`` that walk takes 100-150 ms here, on the
-    critical path of the first Home visit (bench/app_latency.py, home_s; py-spy). Under a running
-    server the warning can never apply, so it is marked as done; without a runtime nothing changes.
-    """
-    from streamlit import delta_generator
-    from streamlit.runtime import Runtime
-
-    if Runtime.exists() and hasattr(delta_generator, "_use_warning_has_been_displayed"):
-        delta_generator._use_warning_has_been_displayed = True
-
-
-_skip_bare_mode_check()
-
-_frozen: set[str] = set()
-_frozen_lock = threading.Lock()
-
-
-def _freeze_heap_once(reason: str) -> None:
-    """Move every object alive now (TensorFlow's and Keras' modules, mostly) out of the cyclic
-    garbage collector's reach, once per ``reason``.
-
-    Streamlit runs a full ``gc.collect()`` after every script run (``runner.postScriptGC``). With
-    TensorFlow loaded that scans ~350k objects and holds the GIL for ~0.5 s; with the 1 s progress
-    fragment it starves the training thread (an MLP's test evaluation took 10 s instead of 1 s).
-    Frozen objects are still freed by reference counting; only cycles among them are never
-    collected, which suits modules that stay loaded for the life of the server.
-    """
-    with _frozen_lock:
-        if reason in _frozen:
-            return
-        _frozen.add(reason)
-    gc.freeze()
 
 
 # --- session ------------------------------------------------------------------------------------
@@ -536,172 +460,6 @@ def digit_tiles(predictor, digits, size_px: int = 84) -> None:
         return
     st.image(views, caption=[f"{n}. why {d.digit}" for n, d in enumerate(digits, start=1)], width=size_px)
     st.caption("**Why:** " + WHY_COLOURS.format(digit="the digit read"))
-
-
-# --- training jobs ------------------------------------------------------------------------------
-
-class TrainingBusy(RuntimeError):
-    """A training run is already going on this server."""
-
-
-@dataclass
-class _Slot:
-    job: object | None = None  # core.learning.train.TrainingJob
-    serial: int = 0
-
-
-class TrainingManager:
-    """At most one ``TrainingJob`` per server (two would only thrash two cores).
-
-    Shared by every session through ``training_manager()``; all methods are thread-safe. The last
-    job is kept after it ends, so its curves and result stay visible.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._slot = _Slot()
-
-    @property
-    def job(self):
-        with self._lock:
-            return self._slot.job
-
-    @property
-    def serial(self) -> int:
-        """Counts started jobs; a page notices a new job when this changes."""
-        with self._lock:
-            return self._slot.serial
-
-    def running(self) -> bool:
-        job = self.job
-        return job is not None and not job.done
-
-    def start(self, cfg, owner: str):
-        """Start training ``cfg`` in the background for session ``owner``.
-
-        Raises:
-            TrainingBusy: a job is already running.
-        """
-        from core.learning.train import TrainingJob, save_result
-
-        import keras  # noqa: F401 - loaded here, not on the job's thread, so the heap can be frozen after it
-
-        _freeze_heap_once("tensorflow")
-        root = config.models_dir()  # captured now: the job saves where the visitor was looking
-
-        def on_done(result) -> dict | None:
-            if result.stopped or result.model is None:
-                return None
-            name = save_result(result, ModelStore(root), command="streamlit: Train page")
-            result.model = None  # saved; free the memory while the job is kept for display
-            return {"model_name": name, "models_dir": str(root)}
-
-        return self._start(lambda: TrainingJob(cfg, owner=owner, on_done=on_done))
-
-    def start_finetune(self, base_name: str, owner: str, corrections=None):
-        """Fine-tune a copy of the store's model ``base_name`` on the stored corrections, in the
-        same one-job slot as training, for session ``owner``. The result is saved as a new model.
-
-        Args:
-            base_name: the model to start from (it is never modified).
-            owner: the session that may stop the run.
-            corrections: a ``core.corrections.CorrectionStore``; default: the app's.
-
-        Raises:
-            TrainingBusy: a job is already running.
-            ValueError: there are no corrections yet.
-            StoreError: the base model cannot be found or loaded.
-        """
-        from core.corrections import CorrectionStore
-        from core.learning.finetune import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE,
-                                            DEFAULT_MNIST_MIX, finetune, save_finetuned)
-        from core.learning.model import ModelSpec, default_spec
-        from core.learning.persist import load_model
-        from core.learning.train import TrainConfig, TrainingJob
-
-        import keras  # noqa: F401 - as in start()
-
-        _freeze_heap_once("tensorflow")
-        root = config.models_dir()
-        models = ModelStore(root)
-        # A snapshot: corrections saved while it runs wait for the next run.
-        x, y = (CorrectionStore() if corrections is None else corrections).arrays()
-        if len(y) == 0:
-            raise ValueError("There are no corrections to learn from yet. Correct a few predictions on the "
-                             "Draw or Upload page first.")
-        self._raise_if_busy()  # before the (slower) model load
-        base_meta = models.meta(base_name)
-        base_model = load_model(models, base_name)  # a private copy: the served one stays untouched
-        try:
-            spec = ModelSpec.from_dict(base_meta["hyperparameters"]["spec"])
-        except (KeyError, TypeError, ValueError):
-            family = str(base_meta.get("family"))
-            spec = default_spec(family if family in ("mlp", "cnn") else "cnn")
-        # Describes the run for the progress panel; ``finetune`` builds the same settings itself.
-        cfg = TrainConfig(spec=spec, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
-                          learning_rate=DEFAULT_LEARNING_RATE, train_size=DEFAULT_MNIST_MIX, val_fraction=0.0,
-                          augment=True)
-
-        def run(hook, stop):
-            return finetune(base_model, x, y, base_name=base_name, base_meta=base_meta, hook=hook, stop=stop)
-
-        def on_done(result) -> dict | None:
-            if result.stopped or result.model is None:
-                return None
-            name = save_finetuned(result, ModelStore(root), command=f"streamlit: Train page, fine-tuned {base_name}")
-            result.model = None
-            return {"model_name": name, "models_dir": str(root),
-                    "corrections_accuracy_before": result.corrections_accuracy_before,
-                    "corrections_accuracy_after": result.corrections_accuracy_after,
-                    "base_test_accuracy": result.base_test_accuracy}
-
-        def make_job():
-            job = TrainingJob(cfg, owner=owner, on_done=on_done, run=run)
-            job.info.update(kind=FINETUNE, base_model=base_name, corrections=int(len(y)), mnist_mix=DEFAULT_MNIST_MIX)
-            return job
-
-        return self._start(make_job)
-
-    def _busy_message(self, current) -> str:
-        since = time.strftime("%H:%M:%S", time.localtime(current.started_at))
-        what = "fine-tuning run" if current.info.get("kind") == FINETUNE else "training run"
-        return (f"A {what} started at {since} is still going (one run at a time on this server). "
-                "Its progress is shown below; start yours when it has finished.")
-
-    def _raise_if_busy(self) -> None:
-        with self._lock:
-            current = self._slot.job
-            if current is not None and not current.done:
-                raise TrainingBusy(self._busy_message(current))
-
-    def _start(self, make_job):
-        """Put ``make_job()`` in the slot and start it, unless a job is running (TrainingBusy)."""
-        with self._lock:
-            current = self._slot.job
-            if current is not None and not current.done:
-                raise TrainingBusy(self._busy_message(current))
-            job = make_job()
-            self._slot = _Slot(job, self._slot.serial + 1)
-        return job.start()
-
-    def stop(self, owner: str) -> bool:
-        """Ask the running job to stop; only its owner may. Returns whether a stop was requested."""
-        job = self.job
-        if job is None or job.done or job.owner != owner:
-            return False
-        job.request_stop()
-        return True
-
-    def snapshot(self) -> dict | None:
-        """The current (or last) job's snapshot, or None if no job has run since the server started."""
-        job = self.job
-        return job.snapshot() if job is not None else None
-
-
-@st.cache_resource
-def training_manager() -> TrainingManager:
-    """The server's one training manager."""
-    return TrainingManager()
 
 
 # --- messages -----------------------------------------------------------------------------------

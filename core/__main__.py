@@ -105,7 +105,10 @@ def train_config(args):
 
 
 def cmd_train(args) -> int:
-    from core.learning.train import save_result, train
+    """Train on the configured Dask cluster (`core.runs`): an embedded LocalCluster by default."""
+    import secrets
+
+    from core.runs import RunBoard, RunError
     from core.store import ModelStore, StoreError
 
     cfg = train_config(args)
@@ -115,26 +118,51 @@ def cmd_train(args) -> int:
             store.name_for_save(args.name, {})
         except StoreError as exc:
             raise ValueError(str(exc)) from exc
-    last = {"t": -float("inf")}  # the first batch is always shown
-
-    def hook(p):
-        if p.kind == "epoch":
-            val = f" val_loss {p.val_loss:.4f} val_acc {p.val_accuracy:.4f}" if p.val_loss is not None else ""
-            _log(f"epoch {p.epoch}/{p.epochs} loss {p.loss:.4f} acc {p.accuracy:.4f}{val} [{p.elapsed:.1f}s]")
-        elif p.elapsed - last["t"] >= 2.0:
-            last["t"] = p.elapsed
-            _log(f"  epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches} loss {p.loss:.4f} "
-                 f"acc {p.accuracy:.4f} eta {p.eta:.0f}s")
-
-    result = train(cfg, hook=hook)
-    _log(f"test accuracy {result.test_accuracy:.4f} in {result.train_seconds:.1f}s of training")
-    command = "python -m core " + shlex.join(sys.argv[1:])
-    name = save_result(result, store, name=args.name, command=command, shipped=args.shipped)
+    owner = secrets.token_urlsafe(18)
+    board = RunBoard.connect(models_dir=str(store.root))
+    try:
+        run_id = board.submit(cfg, owner, name=args.name, shipped=args.shipped,
+                              command="python -m core " + shlex.join(sys.argv[1:]))
+        try:
+            snap = _follow(board, run_id)
+        except KeyboardInterrupt:
+            _log("cancelling: nothing will be saved")
+            board.cancel(run_id, owner)
+            snap = board.wait(run_id, timeout=60)
+    finally:
+        board.close()
+    if snap.state != "finished" or not snap.model_name:
+        raise RunError(f"The run {snap.state}: {snap.error or 'no model was saved'}")
+    _log(f"test accuracy {snap.test_accuracy:.4f} in {snap.train_seconds:.1f}s of training")
     if args.activate:
-        store.set_active(name)
-    print(json.dumps({"model": name, "test_accuracy": result.test_accuracy,
-                      "train_seconds": round(result.train_seconds, 2)}))
+        store.set_active(snap.model_name)
+    print(json.dumps({"model": snap.model_name, "test_accuracy": snap.test_accuracy,
+                      "train_seconds": round(snap.train_seconds, 2)}))
     return 0
+
+
+def _follow(board, run_id: str):
+    """Log a run's progress on stderr until it ends; returns its last snapshot."""
+    import time
+
+    epochs_shown, last_batch, phase = 0, -float("inf"), None
+    while True:
+        snap = board.get(run_id)
+        for e in snap.epochs[epochs_shown:]:
+            val = f" val_loss {e['val_loss']:.4f} val_acc {e['val_accuracy']:.4f}" if e["val_loss"] is not None else ""
+            _log(f"epoch {e['epoch']}/{snap.config.epochs} loss {e['loss']:.4f} acc {e['accuracy']:.4f}{val}")
+        epochs_shown = len(snap.epochs)
+        p = snap.progress
+        if p and p["kind"] == "batch" and p["elapsed"] - last_batch >= 2.0:
+            last_batch = p["elapsed"]
+            _log(f"  epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']} loss {p['loss']:.4f} "
+                 f"acc {p['accuracy']:.4f} eta {p['eta']:.0f}s")
+        if snap.phase and snap.phase != phase:
+            _log(snap.phase)
+        phase = snap.phase
+        if not snap.active:
+            return snap
+        time.sleep(0.25)
 
 
 def _predictor(name: str | None):
@@ -241,6 +269,7 @@ def cmd_list(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from core.data import DataError
+    from core.runs import RunError
     from core.store import ModelStore, StoreError
 
     try:
@@ -260,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             ModelStore().delete(args.name)
             _log(f"deleted {args.name}")
             return 0
-    except (StoreError, DataError) as exc:  # a model or data that cannot be used
+    except (StoreError, DataError, RunError) as exc:  # a model, data or run that cannot be used
         _log(f"error: {exc}")
         return 1
     except ValueError as exc:  # settings that make no sense

@@ -64,3 +64,29 @@ def max_user_models() -> int:
         return max(1, int(os.environ.get(MAX_USER_MODELS_ENV, MAX_USER_MODELS_DEFAULT)))
     except ValueError:
         return MAX_USER_MODELS_DEFAULT
+
+
+# Training runs (core.runs): an external Dask scheduler, or an embedded LocalCluster's size.
+DASK_SCHEDULER_ENV = "DIGITS_DASK_SCHEDULER"  # tcp://host:8786; unset: an embedded LocalCluster
+WORKERS_ENV = "DIGITS_WORKERS"  # LocalCluster worker processes (one run each at a time)
+WORKERS_DEFAULT = 1  # one run at a time: on 2 cores a second would only halve both
+WORKER_MEMORY_ENV = "DIGITS_WORKER_MEMORY"  # per worker: a number of bytes or "4GiB"
+WORKER_MEMORY_DEFAULT = "4GiB"
+
+
+def dask_workers() -> int:
+    """Worker processes of the embedded cluster (1..64).
+
+    Raises:
+        ValueError: not a whole number in that range.
+    """
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    workers = int(raw) if raw.isdigit() else (WORKERS_DEFAULT if not raw else -1)
+    if not 1 <= workers <= 64:
+        raise ValueError(f"{WORKERS_ENV}={raw!r}: use a whole number of workers from 1 to 64.")
+    return workers
+
+
+def worker_memory() -> str:
+    """Memory limit of each embedded worker (Dask's format: bytes or "4GiB")."""
+    return os.environ.get(WORKER_MEMORY_ENV, "").strip() or WORKER_MEMORY_DEFAULT

@@ -1,13 +1,19 @@
-"""The model store: per model, in one folder, ``NAME.keras`` (the Keras model, for the learning
-tier), ``NAME.onnx`` (its exported inference file, which the web tier serves), ``NAME.novelty.npz``
-(its "not a digit" detector) and ``NAME.json`` (metadata, with each file's SHA-256); plus
-``active.json`` (the server's default).
+"""The model store: per model, in one folder, ``NAME.json`` (metadata, with each file's SHA-256) and
+the model's files ``STEM.keras`` (the Keras model, for the learning tier), ``STEM.onnx`` (its
+exported inference file, which the web tier serves) and ``STEM.novelty.npz`` (its "not a digit"
+detector); plus ``active.json`` (the server's default). The stem is the name (``NAME.keras``) for
+a model saved once; a save over an existing model writes its files under a fresh stem
+``NAME~xxxxxxxx`` (8 hex digits; ``~`` never occurs in a name), recorded under ``stem`` in the
+metadata.
 
 Writes are atomic (temporary file in the same folder, then ``os.replace``), and the metadata is
 written last, so a model is listed only once all its files are complete: an interrupted save never
-leaves a listed half-written model and never touches an existing one. Listing verifies every
-file against its recorded checksum: a model with a missing or altered file is reported under
-``problems`` and never served.
+leaves a listed half-written model. A save over an existing model never touches the files the old
+metadata points to until the new metadata has replaced it, so at any point the metadata points to
+a complete set of files, old or new; the previous version's files are removed after that (or, if
+the process died first, by the next save of that name or `ModelStore.clean_temporaries`). Listing
+verifies every file against its recorded checksum: a model with a missing or altered file is
+reported under ``problems`` and never served.
 
 The store only writes and checks the files it is handed (`ModelStore.write`): it imports no model
 runtime. Making the ``.keras`` archive and loading it (with ``safe_mode=True``) is the learning
@@ -20,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,8 +40,12 @@ ONNX_SUFFIX = ".onnx"  # the exported inference file (core.learning.export)
 NOVELTY_SUFFIX = ".novelty.npz"  # the "not a digit" detector (core.novelty)
 # The files a model needs to be served, by role.
 SERVED = {"onnx": ONNX_SUFFIX, "novelty": NOVELTY_SUFFIX}
+FILE_SUFFIXES = (KERAS_SUFFIX, *SERVED.values())  # every file the store keeps for a model, besides its metadata
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
+# A file of a model saved over an earlier one: NAME~xxxxxxxx + suffix.
+VERSIONED_RE = re.compile(r"^(?P<stem>(?P<name>[^~]+)~[0-9a-f]{8})(?P<suffix>%s)$"
+                          % "|".join(map(re.escape, FILE_SUFFIXES)))
 ACTIVE_FILE = "active.json"
 
 
@@ -44,7 +55,7 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True)
 class Entry:
-    """A listed model: its name, metadata and files."""
+    """A listed model: its name, metadata and the path of its current ``.keras`` file."""
 
     name: str
     meta: dict
@@ -75,6 +86,19 @@ def check_name(name: str) -> str:
             f"Invalid model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit."
         )
     return name
+
+
+def _stem_of(name: str, meta: dict) -> str:
+    """The stem of the files of model ``name`` that its metadata ``meta`` records (``name`` when it
+    records none).
+
+    Raises:
+        StoreError: the recorded stem is not ``name`` or ``name~xxxxxxxx``.
+    """
+    stem = meta.get("stem", name)
+    if stem != name and not (isinstance(stem, str) and re.fullmatch(re.escape(name) + r"~[0-9a-f]{8}", stem)):
+        raise StoreError(f"its metadata records an invalid file stem {stem!r}")
+    return stem
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -115,10 +139,51 @@ class ModelStore:
         self.root = Path(root) if root is not None else config.models_dir()
 
     def keras_path(self, name: str) -> Path:
-        return self.root / f"{check_name(name)}.keras"
+        """The path of the ``.keras`` file of ``name``: under the stem its metadata records, else
+        ``NAME.keras`` (no metadata, or one that cannot be read). The file may not exist.
+
+        Raises:
+            StoreError: invalid name.
+        """
+        return self.root / f"{self._recorded_stem(name) or name}{KERAS_SUFFIX}"
 
     def meta_path(self, name: str) -> Path:
         return self.root / f"{check_name(name)}.json"
+
+    def _recorded_stem(self, name: str) -> str | None:
+        """The stem of the files of ``name`` that its metadata records: ``name`` when it records
+        none or there is no metadata, None when the metadata cannot be read or records an invalid
+        stem."""
+        try:
+            meta = json.loads(self.meta_path(name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return name
+        except (OSError, ValueError):
+            return None
+        try:
+            return _stem_of(name, meta) if isinstance(meta, dict) else None
+        except StoreError:
+            return None
+
+    def _version_files(self, name: str) -> dict[Path, str]:
+        """The files of every version of ``name`` in the folder (``NAME + suffix`` and
+        ``NAME~xxxxxxxx + suffix``), each with its stem."""
+        found = {self.root / f"{name}{suffix}": name for suffix in FILE_SUFFIXES}
+        for path in self.root.glob(f"{name}~*"):
+            m = VERSIONED_RE.match(path.name)
+            if m and m["name"] == name:
+                found[path] = m["stem"]
+        return {path: stem for path, stem in found.items() if path.is_file()}
+
+    def _remove_versions(self, name: str, keep: str | None, older_than_s: float | None = None) -> int:
+        """Remove the files of every version of ``name`` except those of the stem ``keep`` (all of
+        them when None), only those older than ``older_than_s`` when given; returns how many went."""
+        n = 0
+        for path, stem in self._version_files(name).items():
+            if stem != keep and (older_than_s is None or time.time() - path.stat().st_mtime > older_than_s):
+                path.unlink(missing_ok=True)
+                n += 1
+        return n
 
     # --- listing ------------------------------------------------------------------------------
 
@@ -137,22 +202,26 @@ class ModelStore:
             except (StoreError, OSError, ValueError) as exc:
                 listing.problems[name] = f"Skipped model {name!r}: {exc}"
                 continue
-            listing.entries.append(Entry(name, meta, self.keras_path(name)))
+            listing.entries.append(Entry(name, meta, self.root / f"{_stem_of(name, meta)}{KERAS_SUFFIX}"))
         for orphan in self.root.glob("*.keras"):
-            if not orphan.name.startswith(".") and not orphan.with_suffix(".json").exists():
+            if orphan.name.startswith(".") or "~" in orphan.name:  # a temporary file, or a version of a model
+                continue
+            if not orphan.with_suffix(".json").exists():
                 listing.problems[orphan.stem] = f"Skipped model {orphan.stem!r}: it has no metadata file."
         listing.entries.sort(key=lambda e: (str(e.meta.get("created", "")), e.name), reverse=True)
         return listing
 
     def verify(self, name: str) -> tuple[dict, dict[str, Path]]:
-        """A model's metadata and the paths of the files it is served from, after checking them.
+        """A model's metadata and the paths of the files it is served from (under the stem the
+        metadata records), after checking them.
 
         Returns:
             (meta, {"onnx": path, "novelty": path}).
 
         Raises:
-            StoreError: unknown name, unreadable metadata, or a file that is missing or does not
-                match the checksum recorded when the model was saved (altered or damaged).
+            StoreError: unknown name, unreadable metadata or an invalid stem in it, or a file that is
+                missing or does not match the checksum recorded when the model was saved (altered or
+                damaged).
         """
         meta_file = self.meta_path(name)
         try:
@@ -166,16 +235,17 @@ class ModelStore:
         recorded = meta.get("files")
         if not isinstance(recorded, dict) or not all(s in recorded for s in SERVED.values()):
             raise StoreError(f"it has no exported inference file; make one with `python -m core export {name}`")
+        stem = _stem_of(name, meta)
         for suffix, expected in recorded.items():
-            path = self.root / f"{name}{suffix}"
-            if suffix not in (KERAS_SUFFIX, *SERVED.values()):
+            path = self.root / f"{stem}{suffix}"
+            if suffix not in FILE_SUFFIXES:
                 raise StoreError(f"its metadata lists an unknown file {path.name}")
             if not path.is_file():
                 raise StoreError(f"its file {path.name} is missing")
             if file_sha256(path) != expected:
                 raise StoreError(f"its file {path.name} does not match the checksum recorded when it was saved "
                                  "(altered or damaged)")
-        return meta, {role: self.root / f"{name}{suffix}" for role, suffix in SERVED.items()}
+        return meta, {role: self.root / f"{stem}{suffix}" for role, suffix in SERVED.items()}
 
     # --- saving -------------------------------------------------------------------------------
 
@@ -203,11 +273,16 @@ class ModelStore:
         """Write a model's files and its metadata atomically; returns the name.
 
         ``files`` maps suffixes (`KERAS_SUFFIX`, `ONNX_SUFFIX`, `NOVELTY_SUFFIX`) to the bytes of the
-        files that make up the model as ``NAME + suffix`` (the ``.keras`` archive is made by
-        `core.learning.persist.save_model`). Each is written atomically, the ``.keras`` first; then
-        the metadata, with each file's SHA-256 under ``files``, the name and the creation time. The
-        metadata goes last: its presence is what makes the model listed, so an interrupted write
-        never leaves a listed half-written model. Then the oldest user models beyond the cap go.
+        files that make up the model as ``STEM + suffix`` (the ``.keras`` archive is made by
+        `core.learning.persist.save_model`); the stem is the name, or a fresh ``NAME~xxxxxxxx`` when
+        a model of that name exists (``overwrite``). Each file is written atomically, the ``.keras``
+        first; then the metadata (replacing the old one in one step), with each file's SHA-256 under
+        ``files``, the name, the creation time and the stem when it is not the name. The metadata
+        goes last: its presence is what makes the model listed, and until it is replaced the old
+        one points to the old files, untouched, so an interrupted write never leaves a listed
+        half-written model nor damages the model it overwrites. Then the files of the name's other
+        versions (the previous one, leftovers of interrupted overwrites) are removed, and the oldest
+        user models beyond the cap go.
 
         Raises:
             StoreError: bad name, the name exists and ``overwrite`` is False, or a suffix the store
@@ -215,46 +290,60 @@ class ModelStore:
         """
         self.root.mkdir(parents=True, exist_ok=True)
         name = self.name_for_save(name, meta, overwrite=overwrite)
-        checksums = self._write_files(name, files)
+        stem = name
+        if self.meta_path(name).exists():  # never write over the files the current metadata points to
+            current = self._recorded_stem(name)
+            while stem in (name, current):
+                stem = f"{name}~{secrets.token_hex(4)}"
+        checksums = self._write_files(stem, files)
+        meta = {key: value for key, value in meta.items() if key != "stem"}
         meta = {**meta, "name": name, "files": checksums,
                 "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        # Metadata last: its presence is what makes the model listed.
+        if stem != name:
+            meta["stem"] = stem
+        # Metadata last: its presence is what makes the model listed, and replacing it is what
+        # switches an existing model to the new files.
         _atomic_write_bytes(self.meta_path(name), json.dumps(meta, indent=1).encode("utf-8"))
+        self._remove_versions(name, keep=stem)
         self.prune()
         return name
 
     def attach(self, name: str, files: dict[str, bytes]) -> None:
-        """Write files beside an existing model (``python -m core export``) and record their checksums.
+        """Write files beside an existing model's ``.keras`` (``python -m core export``), under the
+        stem its metadata records, and record their checksums.
 
         Raises:
-            StoreError: no such model (its ``.keras`` and metadata must exist), or a suffix the store
-                does not know.
+            StoreError: no such model (its ``.keras`` and metadata must exist), an invalid stem in its
+                metadata, or a suffix the store does not know.
         """
-        meta_file, keras_file = self.meta_path(name), self.keras_path(name)
+        meta_file = self.meta_path(name)
         try:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise StoreError(f"No model named {name!r} in {self.root} ({exc}).") from exc
-        if not keras_file.is_file() or not isinstance(meta, dict):
+        if not isinstance(meta, dict):
             raise StoreError(f"No model named {name!r} in {self.root}.")
-        checksums = {KERAS_SUFFIX: file_sha256(keras_file), **self._write_files(name, files)}
+        stem = _stem_of(name, meta)
+        keras_file = self.root / f"{stem}{KERAS_SUFFIX}"
+        if not keras_file.is_file():
+            raise StoreError(f"No model named {name!r} in {self.root}.")
+        checksums = {KERAS_SUFFIX: file_sha256(keras_file), **self._write_files(stem, files)}
         _atomic_write_bytes(meta_file, json.dumps({**meta, "files": checksums}, indent=1).encode("utf-8"))
 
-    def _write_files(self, name: str, files: dict[str, bytes]) -> dict[str, str]:
-        """Write each ``NAME + suffix`` file atomically, the ``.keras`` archive first; returns their
+    def _write_files(self, stem: str, files: dict[str, bytes]) -> dict[str, str]:
+        """Write each ``STEM + suffix`` file atomically, the ``.keras`` archive first; returns their
         SHA-256 by suffix.
 
         Raises:
             StoreError: a suffix the store does not know (nothing is written).
         """
-        known = (KERAS_SUFFIX, *SERVED.values())
-        unknown = [suffix for suffix in files if suffix not in known]
+        unknown = [suffix for suffix in files if suffix not in FILE_SUFFIXES]
         if unknown:
-            raise StoreError(f"Cannot write {name!r}: unknown file suffix {unknown[0]!r} "
-                             f"(the store keeps {', '.join(known)}).")
+            raise StoreError(f"Cannot write {stem.partition('~')[0]!r}: unknown file suffix {unknown[0]!r} "
+                             f"(the store keeps {', '.join(FILE_SUFFIXES)}).")
         checksums = {}
         for suffix in sorted(files, key=lambda s: s != KERAS_SUFFIX):  # the archive first, as it was always
-            _atomic_write_bytes(self.root / f"{name}{suffix}", files[suffix])
+            _atomic_write_bytes(self.root / f"{stem}{suffix}", files[suffix])
             checksums[suffix] = hashlib.sha256(files[suffix]).hexdigest()
         return checksums
 
@@ -270,22 +359,36 @@ class ModelStore:
         return removed
 
     def delete(self, name: str) -> None:
-        """Remove a model's files (metadata first, so it is never listed half-deleted)."""
+        """Remove a model: its metadata first (so it is never listed half-deleted), then the files
+        of its current version and of any other (``NAME~xxxxxxxx`` leftovers)."""
         if name == self.active_name(fallback=False):
             self.set_active(None)
         self.meta_path(name).unlink(missing_ok=True)
-        keras_path = self.keras_path(name)
-        keras_path.unlink(missing_ok=True)
-        for suffix in SERVED.values():
-            keras_path.with_name(name + suffix).unlink(missing_ok=True)
+        self._remove_versions(name, keep=None)
 
     def clean_temporaries(self, older_than_s: float = 3600) -> int:
-        """Remove leftovers of interrupted saves (hidden temp files older than ``older_than_s``)."""
+        """Remove leftovers of interrupted saves older than ``older_than_s``; returns how many files
+        went.
+
+        The leftovers are hidden temporary files, and the files of a model's versions that its
+        metadata does not point to (an interrupted save over it; ``NAME~xxxxxxxx`` files of a name
+        with no metadata). A ``NAME + suffix`` file with no metadata is left alone (listing reports
+        it), and so are the files of a model whose metadata cannot be read.
+        """
         n = 0
         for tmp in self.root.glob(".*"):
             if tmp.is_file() and time.time() - tmp.stat().st_mtime > older_than_s:
                 tmp.unlink(missing_ok=True)
                 n += 1
+        names = {m["name"] for p in self.root.glob("*~*") if (m := VERSIONED_RE.match(p.name))}
+        names |= {p.stem for p in self.root.glob("*.json") if p.name != ACTIVE_FILE}
+        for name in sorted(names):
+            try:
+                keep = self._recorded_stem(name)
+            except StoreError:  # not a model name (a hidden file, say)
+                continue
+            if keep is not None:
+                n += self._remove_versions(name, keep=keep, older_than_s=older_than_s)
         return n
 
     def meta(self, name: str) -> dict:

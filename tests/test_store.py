@@ -2,6 +2,12 @@
 checksums of the files a model is served from."""
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 
 import numpy as np
@@ -217,3 +223,169 @@ def test_cap_on_user_models_removes_oldest_but_keeps_default(store, monkeypatch)
     for i in range(4):
         _save(store, f"user{i}", created=f"2026-0{i + 1}-01T00:00:00+00:00")
     assert store.list().names() == ["user3", "user2", config.DEFAULT_MODEL_NAME]
+
+
+# --------------------------------------------------------------------------------------------
+# Saving over an existing model: versioned file stems, crash-safe at every point
+# --------------------------------------------------------------------------------------------
+
+SUFFIXES = (".keras", ".onnx", ".novelty.npz")
+
+
+def _files(version: int) -> dict[str, bytes]:
+    """Small stand-ins for a model's files (the store only checks checksums)."""
+    return {suffix: f"v{version} {suffix}".encode() for suffix in SUFFIXES}
+
+
+def _model_files(root, name="m") -> set[str]:
+    return {p.name for p in root.iterdir() if p.name.startswith((f"{name}.", f"{name}~"))}
+
+
+@pytest.fixture
+def bytes_store(tmp_path, monkeypatch):
+    """An empty store for tests that write raw bytes (no Keras)."""
+    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
+    return ModelStore(tmp_path / "models")
+
+
+def test_overwrite_writes_a_new_version_and_removes_the_old_files(bytes_store):
+    store = bytes_store
+    store.write("m", {"family": "mlp", "version": 1, "stem": "m~00000000"}, _files(1))
+    assert "stem" not in store.meta("m")  # a first save keeps NAME + suffix (a stem handed in is ignored)
+    assert _model_files(store.root) == {"m.json", "m.keras", "m.onnx", "m.novelty.npz"}
+
+    for version in (2, 3):
+        store.write("m", {"family": "mlp", "version": version}, _files(version), overwrite=True)
+        listing = store.list()
+        assert listing.names() == ["m"] and not listing.problems
+        meta = store.meta("m")
+        stem = meta["stem"]
+        assert meta["version"] == version and re.fullmatch(r"m~[0-9a-f]{8}", stem)
+        assert _model_files(store.root) == {"m.json", *(stem + s for s in SUFFIXES)}, "old files gone"
+        _, served = store.verify("m")
+        assert served == {"onnx": store.root / f"{stem}.onnx", "novelty": store.root / f"{stem}.novelty.npz"}
+        assert served["onnx"].read_bytes() == _files(version)[".onnx"]
+        assert store.keras_path("m") == listing.get("m").path == store.root / f"{stem}.keras"
+        assert store.keras_path("m").read_bytes() == _files(version)[".keras"]
+
+    store.attach("m", {".onnx": b"re-exported", ".novelty.npz": b"refitted"})  # beside the current version
+    assert (store.root / f"{stem}.onnx").read_bytes() == b"re-exported" and store.list().names() == ["m"]
+    assert _model_files(store.root) == {"m.json", *(stem + s for s in SUFFIXES)}
+
+    store.delete("m")
+    assert _model_files(store.root) == set() and store.list().names() == []
+
+
+def test_overwrite_with_keras_loads_the_new_model(store):
+    _save(store, "m", seed=0)
+    model = build_model(TINY, seed=1)
+    save_model(store, model, {"family": "mlp"}, name="m", overwrite=True, files=store.served_files)
+    assert store.list().names() == ["m"] and store.meta("m")["stem"].startswith("m~")
+    x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
+    np.testing.assert_allclose(load_model(store, "m")(x).numpy(), model(x).numpy(), rtol=1e-5)
+
+
+def test_a_stem_outside_the_model_is_refused(bytes_store):
+    store = bytes_store
+    store.write("m", {"family": "mlp"}, _files(1))
+    meta = json.loads(store.meta_path("m").read_text(encoding="utf-8"))
+    for bad in ("../evil", "other~0123abcd", "m~0123", 7):
+        store.meta_path("m").write_text(json.dumps({**meta, "stem": bad}), encoding="utf-8")
+        assert "invalid file stem" in store.list().problems["m"]
+        assert store.keras_path("m") == store.root / "m.keras"
+
+
+# The child writes v1 of model "m", then saves v2 over it and stops at a kill point: it prints
+# PAUSED and sleeps until the parent SIGKILLs it.
+KILL_CHILD = r"""
+import sys, time
+from core import store as s
+
+root, point = sys.argv[1], sys.argv[2]
+files = lambda v: {suffix: f"v{v} {suffix}".encode() for suffix in (".keras", ".onnx", ".novelty.npz")}
+store = s.ModelStore(root)
+store.write("m", {"family": "mlp", "version": 1}, files(1))
+
+real, written = s._atomic_write_bytes, []
+
+def pause():
+    print("PAUSED", flush=True)
+    time.sleep(120)
+
+def atomic_write_bytes(path, data):
+    if (point == "after_first_file" and len(written) == 1) or (point == "before_metadata" and path.suffix == ".json"):
+        pause()
+    real(path, data)
+    written.append(path)
+    if point == "after_metadata" and path.suffix == ".json":
+        pause()
+
+s._atomic_write_bytes = atomic_write_bytes
+store.write("m", {"family": "mlp", "version": 2}, files(2), overwrite=True)
+print("NOT KILLED", flush=True)
+"""
+
+# Kill point -> the version the model must be after the kill: the old one until the metadata is replaced.
+KILL_OVERWRITE_POINTS = {"after_first_file": 1, "before_metadata": 1, "after_metadata": 2}
+
+
+def _overwrite_and_kill(root, point: str) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(root), point], cwd=config.ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "PAUSED", (line, proc.stderr.read() if proc.poll() is not None else "")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("point", list(KILL_OVERWRITE_POINTS))
+def test_sigkill_while_saving_over_a_model_leaves_a_complete_version(point, bytes_store):
+    store, version = bytes_store, KILL_OVERWRITE_POINTS[point]
+    _overwrite_and_kill(store.root, point)
+    listing = store.list()
+    assert listing.names() == ["m"] and not listing.problems, listing.problems  # leftovers are no orphan models
+    assert listing.get("m").meta["version"] == version
+    _, served = store.verify("m")
+    paths = {".keras": store.keras_path("m"), ".onnx": served["onnx"], ".novelty.npz": served["novelty"]}
+    assert {suffix: path.read_bytes() for suffix, path in paths.items()} == _files(version)
+    assert listing.get("m").path == store.keras_path("m")
+    if version == 1:
+        assert store.keras_path("m") == store.root / "m.keras"  # the old files, untouched
+
+
+@pytest.mark.parametrize("point", list(KILL_OVERWRITE_POINTS))
+def test_leftovers_of_a_killed_overwrite_go_with_the_next_save(point, bytes_store):
+    store = bytes_store
+    _overwrite_and_kill(store.root, point)
+    store.write("m", {"family": "mlp", "version": 3}, _files(3), overwrite=True)
+    stem = store.meta("m")["stem"]
+    assert _model_files(store.root) == {"m.json", *(stem + s for s in SUFFIXES)}
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("point", list(KILL_OVERWRITE_POINTS))
+def test_leftovers_of_a_killed_overwrite_go_with_clean_temporaries(point, bytes_store):
+    store = bytes_store
+    _overwrite_and_kill(store.root, point)
+    current = {"m.json", *(store.keras_path("m").stem + s for s in SUFFIXES)}
+    leftovers = _model_files(store.root) - current
+    if point != "after_metadata":
+        assert leftovers, "the new version's first files were written"
+    assert store.clean_temporaries() == 0  # too recent
+    time.sleep(0.02)
+    assert store.clean_temporaries(older_than_s=0) == len(leftovers)
+    assert _model_files(store.root) == current
+    assert store.list().names() == ["m"] and store.meta("m")["version"] == KILL_OVERWRITE_POINTS[point]
+
+
+def test_delete_removes_leftover_versions(bytes_store):
+    store = bytes_store
+    _overwrite_and_kill(store.root, "before_metadata")
+    store.delete("m")
+    assert _model_files(store.root) == set()

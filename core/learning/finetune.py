@@ -35,7 +35,7 @@ MIN_CORRECTIONS = 1
 
 @dataclass
 class FinetuneResult(TrainResult):
-    """A ``TrainResult`` (so ``core.learning.train.save_result`` and ``TrainingJob`` accept it) plus what the
+    """A ``TrainResult`` (so ``core.learning.train.save_result`` accepts it) plus what the
     fine-tuning started from and what it achieved on the corrections.
 
     Attributes:
@@ -44,7 +44,7 @@ class FinetuneResult(TrainResult):
         repeats: how often each correction appeared per epoch.
         mnist_mix: MNIST training images mixed in.
         corrections_accuracy_before: the base model's accuracy on the corrections, in [0, 1].
-        corrections_accuracy_after: the fine-tuned model's accuracy on them (None if stopped).
+        corrections_accuracy_after: the fine-tuned model's accuracy on them (None if stopped before the first batch).
         base_test_accuracy: the base model's MNIST test accuracy from its metadata, if known.
     """
 
@@ -160,7 +160,7 @@ def finetune(
             and test accuracy go into the record.
         hook: called with a ``core.learning.train.Progress`` after every batch and epoch.
         stop: when set, training ends after the current batch; the result has ``stopped=True`` and
-            no accuracies after training.
+            the model as it is then, measured like a finished one.
 
     Returns:
         ``FinetuneResult``; ``train_seconds`` excludes sampling and the evaluations.
@@ -192,8 +192,9 @@ def finetune(
     history = fit(model, split, cfg, hook=hook, stop=stop)
     seconds = time.perf_counter() - t0
     stopped = bool(stop is not None and stop.is_set())
-    after = None if stopped else _accuracy(model, x_fix, y_fix)
-    test_acc = None if stopped else test_accuracy(model, split.x_test, split.y_test)
+    trained = bool(history["batch"])
+    after = _accuracy(model, x_fix, y_fix) if trained else None
+    test_acc = test_accuracy(model, split.x_test, split.y_test) if trained else None
     base_acc = (base_meta or {}).get("test_accuracy")
     settings = {"base_model": base_name, "corrections": int(len(y_fix)), "repeats": repeats,
                 "mnist_mix": int(mnist_mix), "correction_share": round(len(y_fix) * repeats / max(1, len(y_train)), 4)}
@@ -235,8 +236,8 @@ def save_finetuned(result: FinetuneResult, store=None, *, name: str | None = Non
     """
     from core.store import ModelStore
 
-    if result.model is None or result.stopped:
-        raise ValueError("This fine-tuning was stopped before it finished; there is no model to save.")
+    if result.model is None or not result.history["batch"]:
+        raise ValueError("This fine-tuning was stopped before its first batch; there is no model to save.")
     store = store or ModelStore()
     name = name or store.new_name(f"{result.config.spec.family}-finetuned")
     return save_with_served_files(result.model, finetune_meta(result, command=command), store, name=name)

@@ -15,6 +15,7 @@ Family = Literal["mlp", "cnn"]
 
 DEFAULT_MLP_HIDDEN = (256, 128)
 DEFAULT_CNN_FILTERS = (32, 64)
+MAX_HIDDEN_LAYERS = 6  # with at most 4,096 units each: ~70M weights, well inside a worker's memory
 # Moving statistics must keep up with weights that move fast under a one-cycle peak rate.
 BN_MOMENTUM = 0.9
 
@@ -40,6 +41,8 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.family not in ("mlp", "cnn"):
             raise ValueError(f"family must be 'mlp' or 'cnn', got {self.family!r}.")
+        if len(self.hidden) > MAX_HIDDEN_LAYERS:
+            raise ValueError(f"at most {MAX_HIDDEN_LAYERS} dense layers, got {len(self.hidden)}.")
         if any(int(h) < 1 or int(h) > 4096 for h in self.hidden):
             raise ValueError(f"hidden layer sizes must be between 1 and 4096, got {self.hidden}.")
         if self.family == "cnn" and not 1 <= len(self.filters) <= 3:

@@ -59,11 +59,12 @@ def save_model(store: ModelStore, model, meta: dict, name: str | None = None, *,
         store: the model store.
         model: a Keras model.
         meta: metadata; ``params`` (the model's parameter count) and ``keras_version`` are added, and
-            the store adds ``name``, ``created`` (unless given) and ``files`` (each file's SHA-256).
+            the store adds ``name``, ``created`` (unless given), ``files`` (each file's SHA-256) and,
+            over an existing model, ``stem`` (see `core.store.ModelStore.write`).
         name: the model's name (default: ``<family>-<UTC time>``).
         overwrite: replace a model of that name instead of refusing.
         files: suffixes (such as `core.store.NOVELTY_SUFFIX`) -> the bytes of files that go beside the
-            model as ``NAME + suffix`` (its served files).
+            model's ``.keras``, with the same stem (its served files).
 
     Raises:
         StoreError: bad name, or the name exists and ``overwrite`` is False (checked before the

@@ -1,9 +1,9 @@
-"""Training with a UI-agnostic progress hook, and a background job that can be stopped.
+"""Training with a UI-agnostic progress hook and a stop request.
 
 ``train`` is a plain function: it builds the model, fits it on MNIST with a one-cycle schedule,
 reports progress per batch and per epoch to a hook, honours a stop request after the current
-batch, and evaluates on the 10,000 test images. ``TrainingJob`` runs it on a thread so a server
-stays responsive; it never touches a model that is being served.
+batch, and evaluates on the 10,000 test images. Runs in the app and the CLI go through a Dask
+worker (`core.learning.tasks`, submitted by `core.runs`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Literal
 
@@ -60,6 +59,10 @@ class TrainConfig:
             raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}.")
         if self.schedule not in ("onecycle", "constant"):
             raise ValueError(f"schedule must be 'onecycle' or 'constant', got {self.schedule!r}.")
+        if self.train_size is not None and not 0 <= int(self.train_size) <= 60000:
+            raise ValueError(f"train_size must be between 0 and 60,000 images, got {self.train_size}.")
+        if not 0 <= float(self.val_fraction) <= 0.5:
+            raise ValueError(f"val_fraction must be between 0 and 0.5, got {self.val_fraction}.")
         if not 0 <= float(self.label_smoothing) < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
 
@@ -367,7 +370,7 @@ def train(cfg: TrainConfig, *, hook: ProgressHook | None = None, stop: threading
         cfg: hyperparameters.
         hook: called with a ``Progress`` after every batch and every epoch (on the training thread).
         stop: when set, training ends cleanly after the current batch; the result has ``stopped=True``
-            and no test accuracy.
+            and the model as it is then, measured like a finished one (no test accuracy before the first batch).
 
     Returns:
         ``TrainResult``; ``train_seconds`` excludes data loading and the test evaluation.
@@ -379,100 +382,15 @@ def train(cfg: TrainConfig, *, hook: ProgressHook | None = None, stop: threading
     history = fit(model, split, cfg, hook=hook, stop=stop)
     seconds = time.perf_counter() - t0
     stopped = bool(stop is not None and stop.is_set())
-    acc = None if stopped else test_accuracy(model, split.x_test, split.y_test)
+    trained = bool(history["batch"])
+    acc = test_accuracy(model, split.x_test, split.y_test) if trained else None
     temperature = 1.0
-    if not stopped and len(split.y_val):
+    if trained and len(split.y_val):
         from core.calibrate import fit_temperature
 
         temperature = fit_temperature(probabilities(model, split.x_val), split.y_val)
     return TrainResult(cfg, model, history, acc, seconds, stopped, int(model.count_params()), mnist.sha256,
                        temperature)
-
-
-# --- background job --------------------------------------------------------------------------------
-
-JobState = Literal["running", "stopping", "finished", "stopped", "failed"]
-
-
-class TrainingJob:
-    """One training run on a daemon thread. Thread-safe snapshot of its progress for pollers.
-
-    ``on_done(result)`` runs on the job's thread after training (e.g. saving to the store) and may
-    return a dict merged into ``info`` (e.g. the saved model's name). ``run(hook, stop)`` replaces
-    the default work, ``train(cfg, hook=hook, stop=stop)`` (fine-tuning uses it).
-    """
-
-    def __init__(self, cfg: TrainConfig, *, owner: str = "", on_done: Callable[[TrainResult], dict | None] | None = None,
-                 run: Callable[[ProgressHook, threading.Event], TrainResult] | None = None):
-        self.cfg = cfg
-        # What the thread runs; by default a training run of ``cfg`` (fine-tuning passes its own).
-        self._work = run or (lambda hook, stop: train(cfg, hook=hook, stop=stop))
-        self.owner = owner
-        self.started_at = time.time()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._last: Progress | None = None
-        self._batches: list[dict] = []
-        self._epochs: list[dict] = []
-        self.state: JobState = "running"
-        self.info: dict = {}
-        self.error: str | None = None
-        self.result: TrainResult | None = None
-        self._on_done = on_done
-        self._thread = threading.Thread(target=self._run, name="training-job", daemon=True)
-
-    def start(self) -> "TrainingJob":
-        self._thread.start()
-        return self
-
-    def _hook(self, p: Progress) -> None:
-        with self._lock:
-            self._last = p
-            if p.kind == "batch":
-                self._batches.append({"step": (p.epoch - 1) * p.batches + p.batch, "epoch": p.epoch,
-                                      "loss": p.loss, "accuracy": p.accuracy})
-            else:
-                self._epochs.append({"epoch": p.epoch, "step": p.epoch * p.batches, "loss": p.loss,
-                                     "accuracy": p.accuracy, "val_loss": p.val_loss, "val_accuracy": p.val_accuracy})
-
-    def _run(self) -> None:
-        try:
-            result = self._work(self._hook, self._stop)
-            self.result = result
-            extra = self._on_done(result) if self._on_done else None
-            with self._lock:
-                self.info.update(extra or {})
-                self.state = "stopped" if result.stopped else "finished"
-        except Exception as exc:  # noqa: BLE001 - a failed job is reported, never raised into the server
-            with self._lock:
-                self.error = f"{type(exc).__name__}: {exc}"
-                self.info["traceback"] = traceback.format_exc()
-                self.state = "failed"
-
-    def request_stop(self) -> None:
-        """Ask the job to end after the current batch."""
-        with self._lock:
-            if self.state == "running":
-                self.state = "stopping"
-        self._stop.set()
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("finished", "stopped", "failed")
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def snapshot(self) -> dict:
-        """A consistent copy of the job's state for drawing: state, last progress, curves, info."""
-        with self._lock:
-            return {
-                "state": self.state, "owner": self.owner, "config": self.cfg, "progress": self._last,
-                "batches": list(self._batches), "epochs": list(self._epochs), "info": dict(self.info),
-                "error": self.error, "started_at": self.started_at,
-                "test_accuracy": self.result.test_accuracy if self.result else None,
-                "train_seconds": self.result.train_seconds if self.result else None,
-            }
 
 
 # --- from a run to the store -----------------------------------------------------------------------
@@ -504,6 +422,8 @@ def result_meta(result: TrainResult, *, command: str | None = None, shipped: boo
     }
     if command:
         meta["command"] = command
+    if result.stopped:
+        meta["stopped_early"] = True  # its owner stopped it: the model as it was then
     if shipped:
         meta["shipped"] = True
     return meta
@@ -513,8 +433,8 @@ def save_result(result: TrainResult, store=None, *, name: str | None = None, com
                 shipped: bool = False) -> str:
     """Save a finished run's model, its "not a digit" detector and its metadata to the store
     (atomically); returns its name."""
-    if result.model is None or result.stopped:
-        raise ValueError("This run was stopped before it finished; there is no model to save.")
+    if result.model is None or not result.history["batch"]:
+        raise ValueError("This run was stopped before its first batch; there is no model to save.")
     return save_with_served_files(result.model, result_meta(result, command=command, shipped=shipped), store,
                                   name=name)
 

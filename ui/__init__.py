@@ -1,0 +1,1 @@
+"""The Streamlit glue the pages share, one module per concern."""
