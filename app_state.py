@@ -2,7 +2,7 @@
 the drawing canvas, and turning exceptions into messages (training runs: `ui.runs`).
 
 Models are served through their exported files (``core.serving``, ONNX Runtime) and trained on
-Dask workers (``core.runs``): the server never imports TensorFlow.
+Dask workers (``core.learning.runs``): the server never imports TensorFlow.
 """
 
 from __future__ import annotations

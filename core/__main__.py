@@ -105,10 +105,10 @@ def train_config(args):
 
 
 def cmd_train(args) -> int:
-    """Train on the configured Dask cluster (`core.runs`): an embedded LocalCluster by default."""
+    """Train on the configured Dask cluster (`core.learning.runs`): an embedded LocalCluster by default."""
     import secrets
 
-    from core.runs import RunBoard, RunError
+    from core.learning.runs import RunBoard, RunError
     from core.store import ModelStore, StoreError
 
     cfg = train_config(args)
@@ -269,7 +269,7 @@ def cmd_list(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from core.data import DataError
-    from core.runs import RunError
+    from core.learning.runs import RunError
     from core.store import ModelStore, StoreError
 
     try:

@@ -66,7 +66,7 @@ def max_user_models() -> int:
         return MAX_USER_MODELS_DEFAULT
 
 
-# Training runs (core.runs): an external Dask scheduler, or an embedded LocalCluster's size.
+# Training runs (core.learning.runs): an external Dask scheduler, or an embedded LocalCluster's size.
 DASK_SCHEDULER_ENV = "DIGITS_DASK_SCHEDULER"  # tcp://host:8786; unset: an embedded LocalCluster
 WORKERS_ENV = "DIGITS_WORKERS"  # LocalCluster worker processes (one run each at a time)
 WORKERS_DEFAULT = 1  # one run at a time: on 2 cores a second would only halve both

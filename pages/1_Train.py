@@ -1,5 +1,5 @@
 """Train a network on MNIST and watch its loss and accuracy live. Runs are queued on the Dask
-training workers (`core.runs`); this page only submits them and shows their progress."""
+training workers (`core.learning.runs`); this page only submits them and shows their progress."""
 
 import numpy as np
 import pandas as pd
@@ -10,7 +10,7 @@ from core.charts import class_distribution, digit_grid
 from core.data import DataError, cached_mnist, to_model_input
 from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, ModelSpec, default_spec
 from core.learning.train import TrainConfig
-from core.runs import RunError
+from core.learning.runs import RunError
 from ui import runs
 
 QUICK_SIZE, QUICK_EPOCHS = 6000, 1

@@ -13,7 +13,7 @@ from core.corrections import CorrectionStore
 from core.learning.finetune import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MNIST_MIX
 from core.learning.model import ModelSpec, default_spec
 from core.learning.train import TrainConfig
-from core.runs import RunError
+from core.learning.runs import RunError
 from core.store import StoreError
 from ui import runs
 

@@ -69,3 +69,23 @@ def empty_store_env(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory):
+    """A real ``dask scheduler`` and one ``dask worker`` (4 GiB limit), separate processes on
+    localhost, shared by the tests that train through the run queue."""
+    from tests.dask_cluster import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("dask-logs"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_env(dask_cluster, monkeypatch):
+    """Point `core.learning.runs.connect` (and so the app's run board) at ``dask_cluster``."""
+    from core import config
+
+    monkeypatch.setenv(config.DASK_SCHEDULER_ENV, dask_cluster.address)
+    return dask_cluster

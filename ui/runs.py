@@ -1,4 +1,4 @@
-"""Training runs in the app: the server's `core.runs.RunBoard`, the visitor's owner token, and the
+"""Training runs in the app: the server's `core.learning.runs.RunBoard`, the visitor's owner token, and the
 panels that show a run (live progress and curves, its result, the queue).
 
 Runs train on Dask workers; this server only submits them and reads their progress, so it never
@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.charts import history_figure
-from core.runs import NotOwner, RunBoard, RunError, RunSnapshot
+from core.learning.runs import NotOwner, RunBoard, RunError, RunSnapshot
 
 OWNER_PARAM = "owner"  # the URL's query parameter that carries the visitor's owner token
 OWNER_KEY = "run_owner"  # ... and its session-state key
@@ -27,7 +27,7 @@ FINETUNE = "finetune"
 
 @st.cache_resource(show_spinner="Starting the training workers…")
 def board() -> RunBoard:
-    """The server's run board over its Dask cluster (`core.runs.connect`), shared by every session.
+    """The server's run board over its Dask cluster (`core.learning.runs.connect`), shared by every session.
 
     Raises:
         RunError: the cluster cannot be started or reached (not cached: the next visit tries again).
@@ -116,8 +116,8 @@ def active_panel(snap: RunSnapshot, owner: str, key: str) -> None:
         st.info("Stopping after the current batch; the model so far will be saved…" if snap.state == "stopping"
                 else "Cancelling after the current batch; nothing will be saved…", icon=":material/hourglass_top:")
     elif snap.owned_by(owner):
-        stop_col, cancel_col, _ = st.columns([1, 1, 2])
-        stop_col.button("Stop and keep the model", key=f"{key}_stop", on_click=control, args=("stop", snap.id, owner),
+        stop_col, cancel_col, _ = st.columns([3, 2, 2])
+        stop_col.button("Stop and save", key=f"{key}_stop", on_click=control, args=("stop", snap.id, owner),
                         icon=":material/stop_circle:", disabled=snap.state == "queued",
                         help="End after the current batch and save the model as it is then.")
         cancel_col.button("Cancel", key=f"{key}_cancel", on_click=control, args=("cancel", snap.id, owner),

@@ -1,6 +1,6 @@
 """The learning tier's Dask task: one training or fine-tuning run, in a worker process.
 
-`run` is what `core.runs` submits. It reports through Dask's own primitives, named after the run's
+`run` is what `core.learning.runs` submits. It reports through Dask's own primitives, named after the run's
 id (`channel_names`): progress goes into a `distributed.Queue` in small batches (at most every
 `FLUSH_S`, and at every epoch's end), and the run's owner stops it (keep the model so far) or
 cancels it (no model) by setting a `distributed.Event`. The model, its exported inference file and

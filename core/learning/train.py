@@ -3,7 +3,7 @@
 ``train`` is a plain function: it builds the model, fits it on MNIST with a one-cycle schedule,
 reports progress per batch and per epoch to a hook, honours a stop request after the current
 batch, and evaluates on the 10,000 test images. Runs in the app and the CLI go through a Dask
-worker (`core.learning.tasks`, submitted by `core.runs`).
+worker (`core.learning.tasks`, submitted by `core.learning.runs`).
 """
 
 from __future__ import annotations

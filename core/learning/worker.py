@@ -1,7 +1,7 @@
 """Dask worker preload: warm a training worker before its first run.
 
 ``dask worker tcp://host:8786 --preload core.learning.worker`` (and the embedded `LocalCluster` of
-`core.runs`) loads this module in each worker. `dask_setup` imports Keras and TensorFlow and loads
+`core.learning.runs`) loads this module in each worker. `dask_setup` imports Keras and TensorFlow and loads
 the bundled MNIST on a background thread, so the worker joins the cluster at once and a run
 submitted later starts training without paying for the imports.
 """

@@ -1,4 +1,5 @@
-"""Training runs on a Dask cluster, seen from the web tier and the CLI (no TensorFlow here).
+"""Training runs on a Dask cluster, seen from the web tier and the CLI: the client side of the
+learning tier (it never imports Keras or TensorFlow; the work does, in the workers).
 
 `RunBoard` submits runs (`core.learning.tasks.run`) to a dask.distributed cluster and keeps each
 run's state for anyone who asks: queued runs wait on the cluster's workers (one run per worker
@@ -6,10 +7,9 @@ thread), progress arrives through the run's `distributed.Queue`, and only the ru
 token given at submit) may stop it (its model so far is saved) or cancel it (nothing is saved);
 `stop` and `cancel` check the token, not the page.
 
-`connect` gives the cluster: ``$DIGITS_DASK_SCHEDULER`` (``tcp://host:8786``) if set, else an
-embedded `LocalCluster` of ``$DIGITS_WORKERS`` worker processes (default 1), one thread each,
-each with a memory limit (``$DIGITS_WORKER_MEMORY``, default 4 GiB) and the training preload
-`core.learning.worker`.
+`connect` gives the cluster: ``$DIGITS_DASK_SCHEDULER`` (``tcp://host:8786``) if set, else a local
+one of ``$DIGITS_WORKERS`` worker processes (default 1), one thread each, each with a memory limit
+(``$DIGITS_WORKER_MEMORY``, default 4 GiB) and the training preload `core.learning.worker`.
 """
 
 from __future__ import annotations
@@ -47,29 +47,41 @@ class NotOwner(RunError):
 
 
 def connect():
-    """A ``distributed.Client`` of the configured cluster and the `LocalCluster` started for it
+    """A ``distributed.Client`` of the configured cluster and the local cluster started for it
     (None for an external scheduler). The caller closes both.
 
+    The local cluster is Dask's ``SubprocessCluster``: its scheduler and its workers are
+    ``python -m dask spec`` processes, so nothing of the caller is re-imported in them (a
+    multiprocessing-spawned worker would re-run the caller's ``__main__``, which under Streamlit is
+    the page script). Workers import this project from the current folder.
+
     Raises:
-        RunError: the scheduler cannot be reached, or the worker settings are invalid.
+        RunError: the scheduler cannot be reached or started, or the worker settings are invalid.
     """
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
+    from distributed.deploy.subprocess import SubprocessCluster
 
     address = os.environ.get(config.DASK_SCHEDULER_ENV, "").strip()
     try:
         if address:
             return Client(address, timeout="10s"), None
-        workers = config.dask_workers()
-        # A run whose worker dies fails at once instead of being retried on another worker.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   memory_limit=config.worker_memory(), dashboard_address=None,
-                                   preload=["core.learning.worker"], silence_logs=logging.ERROR)
+        _importable_from_workers()
+        cluster = SubprocessCluster(
+            n_workers=config.dask_workers(), threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR,
+            # A run whose worker dies fails at once instead of being retried on another worker.
+            scheduler_kwargs={"allowed_failures": 0},
+            worker_kwargs={"memory_limit": config.worker_memory(), "preload": ["core.learning.worker"]})
         return Client(cluster), cluster
-    except (OSError, TimeoutError, ValueError) as exc:
+    except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
         where = f"the Dask scheduler at {address}" if address else "the local training workers"
         raise RunError(f"Cannot start or reach {where}: {exc}") from exc
+
+
+def _importable_from_workers() -> None:
+    """Put the project's folder on ``PYTHONPATH`` (inherited by the local cluster's processes)."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(config.ROOT) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(config.ROOT), *paths])
 
 
 @dataclass(frozen=True)
