@@ -170,7 +170,7 @@ with form_col:
             cfg = _config(quick)
             board = runs.board()
             runs.refuse_if_too_many(board.runs(), owner)
-            board.submit(cfg, owner, command="streamlit: Train page")
+            board.submit(cfg, owner, command="streamlit: Train page", models_dir=str(app_state.store().root))
         except (ValueError, RunError) as exc:
             app_state.show_error(exc, "Check the settings" if isinstance(exc, ValueError) else "The run was not queued")
         else:

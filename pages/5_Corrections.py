@@ -80,6 +80,7 @@ def _start_finetune(base_name: str) -> None:
                           learning_rate=DEFAULT_LEARNING_RATE, train_size=DEFAULT_MNIST_MIX, val_fraction=0.0,
                           augment=True)
         board.submit(cfg, owner, kind=runs.FINETUNE, base_model=base_name, corrections=(x, y),
+                     models_dir=str(app_state.store().root),
                      command=f"streamlit: Corrections page, fine-tuned {base_name}",
                      info={"base_model": base_name, "corrections": int(len(y))})
     except (ValueError, RunError, StoreError, OSError, sqlite3.Error) as exc:

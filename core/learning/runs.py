@@ -167,7 +167,7 @@ class RunBoard:
 
     def submit(self, cfg: TrainConfig, owner: str, *, kind: str = "train", name: str | None = None,
                command: str = "", info: dict | None = None, base_model: str | None = None,
-               corrections=None, shipped: bool = False) -> str:
+               corrections=None, shipped: bool = False, models_dir: str | None = None) -> str:
         """Queue a run on the cluster; returns its id.
 
         Args:
@@ -178,6 +178,7 @@ class RunBoard:
             command: recorded in the model's metadata.
             info: shown with the run (e.g. the number of corrections).
             shipped: mark the model as the shipped default (``python -m core train --shipped``).
+            models_dir: the store the model goes to, as the workers see it (default: the board's).
 
         Raises:
             RunError: an empty owner, a bad or taken name, a fine-tuning without its base or
@@ -190,9 +191,10 @@ class RunBoard:
             raise RunError("A run needs an owner token.")
         if not isinstance(cfg, TrainConfig):
             raise RunError("A run needs a TrainConfig.")
+        models_dir = str(models_dir or self.models_dir)
         if name is not None:
             try:
-                ModelStore(self.models_dir).name_for_save(name, {})
+                ModelStore(models_dir).name_for_save(name, {})
             except StoreError as exc:
                 raise RunError(str(exc)) from exc
         request = {"kind": kind, "config": cfg.to_dict(), "name": name, "command": command, "shipped": shipped}
@@ -205,7 +207,7 @@ class RunBoard:
         if self._closed.is_set():
             raise RunError("The training service is shut down.")
         run_id = uuid.uuid4().hex[:12]
-        future = self.client.submit(run, run_id, request, self.models_dir, key=f"digits-{kind}-{run_id}",
+        future = self.client.submit(run, run_id, request, models_dir, key=f"digits-{kind}-{run_id}",
                                     pure=False, retries=0)
         snap = RunSnapshot(id=run_id, owner=owner, kind=kind, config=cfg, info=dict(info or {}), state="queued",
                            submitted_at=time.time())
