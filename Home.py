@@ -32,10 +32,11 @@ with st.container(border=True):
                    + " Pick another model in the sidebar; the choice applies to your session only.")
 
 links = [("pages/1_Train.py", "Train", ":material/model_training:",
-          "Train a network, live curves; learn from corrections"),
+          "Train a network on the shared workers, live curves"),
          ("pages/2_Draw.py", "Draw", ":material/draw:", "Draw a digit or a number with mouse or finger"),
          ("pages/3_Upload.py", "Upload", ":material/upload:", "Read digits and numbers in image files"),
-         ("pages/4_Evaluate.py", "Evaluate", ":material/analytics:", "Confusion matrix and mistakes")]
+         ("pages/4_Evaluate.py", "Evaluate", ":material/analytics:", "Confusion matrix and mistakes"),
+         ("pages/5_Corrections.py", "Corrections", ":material/rate_review:", "Review corrections, fine-tune on them")]
 links = [link for link in links if app_state.page_exists(link[0])]
 for col, (path, label, icon, help_text) in zip(st.columns(len(links) or 1), links):
     with col.container(border=True):
