@@ -112,6 +112,20 @@ def cached_mnist(path: str | None = None) -> Mnist:
     return mnist
 
 
+@lru_cache(maxsize=2)
+def cached_test_set(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST's 10,000 test images (uint8 (N, 28, 28)) and labels alone, memoized per path (read-only):
+    a server that evaluates models keeps 8 MB of test set in memory, not the 55 MB of the whole file.
+
+    Raises:
+        DataError: as ``load_mnist``.
+    """
+    mnist = load_mnist(Path(path) if path else None)
+    for arr in (mnist.x_test, mnist.y_test):
+        arr.setflags(write=False)
+    return mnist.x_test, mnist.y_test
+
+
 def to_model_input(images: np.ndarray) -> np.ndarray:
     """uint8 images (N, 28, 28) in 0..255 -> float32 (N, 28, 28, 1) in [0, 1]."""
     images = np.asarray(images)

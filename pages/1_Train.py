@@ -7,7 +7,7 @@ import streamlit as st
 
 import app_state
 from core.charts import class_distribution, digit_grid
-from core.data import DataError, cached_mnist, to_model_input
+from core.data import DataError, load_mnist, to_model_input
 from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, ModelSpec, default_spec
 from core.learning.train import TrainConfig
 from core.learning.runs import RunError
@@ -41,7 +41,7 @@ st.caption("Choose an architecture and its settings. Runs queue on the training 
 
 @st.cache_data(show_spinner="Loading MNIST…")
 def data_overview(samples: int = 30, seed: int = 0) -> dict:
-    mnist = cached_mnist()
+    mnist = load_mnist()  # not memoized: only the small overview below stays in memory (st.cache_data)
     idx = np.random.default_rng(seed).choice(len(mnist.y_train), samples, replace=False)
     sample_in = to_model_input(mnist.x_train[idx])
     return {

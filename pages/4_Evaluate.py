@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 import app_state
-from core.data import DataError, cached_mnist
+from core.data import DataError, cached_test_set
 from core.evaluate import Evaluation, confusion_heatmap, evaluate, per_class_bars
 
 ANY = "Any"
@@ -24,15 +24,15 @@ st.caption("Every MNIST test image (10,000 digits the model never saw in trainin
 @st.cache_data(max_entries=8, show_spinner=False)
 def evaluation(root: str, name: str, mtime_ns: int, _predictor) -> Evaluation:
     # Keyed by store folder, name and file mtime: a model replaced on disk is measured afresh.
-    mnist = cached_mnist()
-    return evaluate(_predictor, mnist.x_test, mnist.y_test)
+    x_test, y_test = cached_test_set()
+    return evaluate(_predictor, x_test, y_test)
 
 
 predictor = app_state.require_predictor(entry)
 try:
     with st.spinner("Reading the 10,000 test images…"):
         ev = evaluation(str(entry.path.parent), entry.name, entry.path.stat().st_mtime_ns, predictor)
-    mnist = cached_mnist()
+    x_test, _ = cached_test_set()
 except (DataError, OSError, ValueError) as exc:
     app_state.show_error(exc, f"The model {entry.name!r} cannot be evaluated")
     st.stop()
@@ -80,7 +80,7 @@ else:
     st.caption(f"{len(shown):,} {'mistake' if len(shown) == 1 else 'mistakes'}, the most confident first"
                + (f"; showing the first {GALLERY_MAX}." if len(shown) > GALLERY_MAX else "."))
     picked = shown[:GALLERY_MAX]
-    st.image([app_state.model_view(mnist.x_test[m["index"]] / 255.0, TILE_PX) for m in picked],
+    st.image([app_state.model_view(x_test[m["index"]] / 255.0, TILE_PX) for m in picked],
              caption=[f"{m['true']} read as {m['predicted']} ({m['confidence']:.0%})" for m in picked], width=TILE_PX)
 
 # --- the store's models side by side ---------------------------------------------------------------

@@ -88,11 +88,14 @@ def test_evaluate_activate_list(cli_store):
     assert run_cli(["evaluate", "--model", "nope", "--json"], cli_store).returncode == 1
 
 
-def test_train_saves_to_store_with_command(tmp_path):
-    proc = run_cli(["train", "--family", "mlp", "--epochs", "1", "--train-size", "3000", "--name", "tiny"], tmp_path)
+def test_train_saves_to_store_with_command(tmp_path, dask_cluster):
+    """Through the session's Dask cluster (test_faults.py trains through the CLI's own local one)."""
+    proc = run_cli(["train", "--family", "mlp", "--epochs", "1", "--train-size", "3000", "--name", "tiny"], tmp_path,
+                   **{config.DASK_SCHEDULER_ENV: dask_cluster.address})
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["model"] == "tiny"
     assert "epoch 1/1" in proc.stderr
     meta = json.loads((tmp_path / "tiny.json").read_text())
     assert meta["command"] == "python -m core train --family mlp --epochs 1 --train-size 3000 --name tiny"
     assert meta["hyperparameters"]["train_size"] == 3000 and meta["history"]["epoch"]
+    assert "stopped_early" not in meta and meta["test_accuracy"] == json.loads(proc.stdout)["test_accuracy"]

@@ -281,16 +281,38 @@ def test_finetune_reports_progress_and_never_touches_the_base(tiny_model, tmp_pa
     assert meta["test_accuracy"] == result.test_accuracy and meta["history"]["epoch"]
 
 
-def test_finetune_stops_on_request(tiny_model):
+def test_finetune_stops_on_request_and_keeps_the_model_so_far(tiny_model, tmp_path):
+    """A stop is read after each batch: the fine-tuned copy so far is measured and can be saved,
+    marked as stopped early."""
     from core.learning.finetune import finetune, save_finetuned
+    from core.store import ModelStore
 
     stop = threading.Event()
     stop.set()
-    result = finetune(tiny_model, np.zeros((3, 28, 28), np.uint8), [1, 2, 3], mnist_mix=500, epochs=2, stop=stop)
-    assert result.stopped and result.test_accuracy is None and result.corrections_accuracy_after is None
-    assert len(result.history["batch"]) == 1
-    with pytest.raises(ValueError, match="stopped before it finished"):
-        save_finetuned(result)
+    result = finetune(tiny_model, np.zeros((3, 28, 28), np.uint8), [1, 2, 3], mnist_mix=500, epochs=2, stop=stop,
+                      base_name="tiny", base_meta={"family": "mlp"})
+    assert result.stopped and len(result.history["batch"]) == 1
+    assert result.test_accuracy is not None and 0 <= result.test_accuracy <= 1
+    assert result.corrections_accuracy_after is not None
+    store = ModelStore(tmp_path / "models")
+    name = save_finetuned(result, store, command="pytest")
+    meta = store.meta(name)
+    assert meta["stopped_early"] is True and meta["finetuned"] is True and meta["base_model"] == "tiny"
+    assert store.list().names() == [name]
+
+
+def test_finetune_without_a_batch_is_not_saved(tiny_model, tmp_path):
+    from dataclasses import replace
+
+    from core.learning.finetune import finetune, save_finetuned
+    from core.store import ModelStore
+
+    result = finetune(tiny_model, np.zeros((3, 28, 28), np.uint8), [1, 2, 3], mnist_mix=100, epochs=1)
+    empty = replace(result, history={"epoch": [], "batch": []}, stopped=True)
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(ValueError, match="before its first batch"):
+        save_finetuned(empty, store)
+    assert store.list().names() == []
 
 
 @pytest.mark.parametrize("x, y, match", [

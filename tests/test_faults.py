@@ -1,5 +1,6 @@
-"""Faults: a server killed while training or saving, hostile model files, the Keras version, and
-the training-job manager under concurrent requests.
+"""Faults: a server killed while training or saving, hostile model files, the Keras version.
+(Runs on the Dask cluster: a killed worker, a worker past its memory limit, many visitors' runs,
+owner-only stop and cancel are in test_runs.py.)
 
 test_store.py already covers: corrupt zip / JSON / weights, an orphan .keras, a Python-lambda
 Lambda layer, an exception in the middle of a save. This file adds what needs a real process
@@ -82,13 +83,28 @@ KILL_POINTS = {
 }
 
 
+def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
+    """Wait until no process of the group is left (killed children are reaped by init)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes of group {pgid} outlived a SIGKILL")
+
+
 def train_and_kill(store: ModelStore, point: str, deadline_s: float = 240.0) -> dict:
     """Run the CLI's training against ``store`` and SIGKILL it at ``point``; returns what was seen."""
     kind, probe = KILL_POINTS[point]
     env = {**os.environ, config.MODELS_DIR_ENV: str(store.root), "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
     env.pop(config.ACTIVE_MODEL_ENV, None)
+    env.pop(config.DASK_SCHEDULER_ENV, None)  # the CLI's own local cluster, in the CLI's process group
+    # Its own process group: the CLI and the local Dask cluster it starts (scheduler, nanny, the
+    # worker that trains and writes the files) die together, as when the machine goes down.
     proc = subprocess.Popen([sys.executable, "-m", "core", *TRAIN_ARGS], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
     reader.start()
@@ -100,7 +116,7 @@ def train_and_kill(store: ModelStore, point: str, deadline_s: float = 240.0) -> 
             if kind == "file":
                 found = probe(store.root)
                 if found:
-                    proc.send_signal(signal.SIGKILL)
+                    os.killpg(proc.pid, signal.SIGKILL)
                     killed_at = [p.name for p in found]
                     break
                 time.sleep(0.002)
@@ -111,13 +127,14 @@ def train_and_kill(store: ModelStore, point: str, deadline_s: float = 240.0) -> 
                     continue
                 seen.append(line.rstrip())
                 if probe.search(line):
-                    proc.send_signal(signal.SIGKILL)
+                    os.killpg(proc.pid, signal.SIGKILL)
                     killed_at = line.strip()
                     break
     finally:
-        if proc.poll() is None and killed_at is None:
-            proc.kill()
+        if killed_at is None:
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+        _wait_group_gone(proc.pid)
     while not lines.empty():
         seen.append(lines.get().rstrip())
     return {"killed_at": killed_at, "returncode": proc.returncode, "stderr": seen}
@@ -168,6 +185,55 @@ def test_an_uninterrupted_cli_run_saves_a_complete_model_and_keeps_the_active_on
     assert set(listing.names()) == {DEFAULT, VICTIM} and not listing.problems
     assert good_store.active_name() == DEFAULT  # a new model is never served until someone activates it
     assert not [p for p in good_store.root.iterdir() if p.name.startswith(".")]
+
+
+def _group_pids(pgid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "-g", str(pgid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.slow
+def test_a_killed_cli_takes_its_local_cluster_and_its_run_with_it(good_store):
+    """SIGKILL of the CLI alone (not its process group): the local cluster it started (scheduler,
+    nanny, the worker training) closes by itself, and the run saves nothing."""
+    env = {**os.environ, config.MODELS_DIR_ENV: str(good_store.root), "TF_CPP_MIN_LOG_LEVEL": "2",
+           "PYTHONUNBUFFERED": "1"}
+    env.pop(config.ACTIVE_MODEL_ENV, None)
+    env.pop(config.DASK_SCHEDULER_ENV, None)
+    # A run of hours (batches of 8 for 100 epochs), cut as soon as it reports a batch.
+    args = ["train", "--family", "mlp", "--hidden", "32", "--epochs", "100", "--batch-size", "8", "--name", VICTIM]
+    proc = subprocess.Popen([sys.executable, "-m", "core", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True).start()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if re.search(r"epoch 1/100 batch \d+/\d+", lines.get(timeout=0.1)):
+                    break
+            except queue.Empty:
+                pass
+        else:
+            raise AssertionError(f"the run never reported a batch (exit {proc.poll()})")
+        cluster = [p for p in _group_pids(proc.pid) if p != proc.pid]
+        assert len(cluster) >= 3, cluster  # scheduler, nanny, worker (and the nanny's helpers)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _group_pids(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _group_pids(proc.pid)
+        assert not left, f"the local cluster outlived its CLI: {left}"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=30)
+    listing = good_store.list()
+    assert listing.names() == [DEFAULT] and not listing.problems
+    assert not (good_store.root / f"{VICTIM}.keras").exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,146 +418,3 @@ def test_requirements_floor_excludes_versions_with_advisories(package, safe):
     from packaging.version import Version
 
     assert Version(floor(requirement(package))) >= Version(safe), str(requirement(package))
-
-
-# --------------------------------------------------------------------------------------------
-# The training-job manager (app_state.TrainingManager)
-# --------------------------------------------------------------------------------------------
-# test_pages.py covers: a second start while one runs is refused, only the owner stops, Stop works.
-# Here: many simultaneous starts, a failed job, starting again after the end, and where the
-# finished model goes. The real training is replaced by a controllable fake (no TensorFlow work).
-
-
-class FakeTraining:
-    """Stands in for core.learning.train.train: runs until released or stopped, or raises on demand."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.started = threading.Event()
-        self.fail_with: Exception | None = None
-        self.calls = 0
-
-    def __call__(self, cfg, *, hook=None, stop=None):
-        from core.learning.train import TrainResult
-
-        self.calls += 1
-        self.started.set()
-        deadline = time.monotonic() + 60
-        while not (self.release.is_set() or (stop is not None and stop.is_set())) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if self.fail_with is not None:
-            raise self.fail_with
-        stopped = bool(stop is not None and stop.is_set())
-        model = None
-        if not stopped:
-            from core.learning.model import build_model
-
-            model = build_model(cfg.spec, seed=0)
-        return TrainResult(cfg, model, {"epoch": [], "batch": []}, None if stopped else 0.5, 0.1, stopped,
-                           int(model.count_params()) if model is not None else 0, "0" * 64)
-
-
-@pytest.fixture
-def manager_env(tmp_path, monkeypatch):
-    import app_state
-    import core.learning.train
-    from core.learning.model import ModelSpec
-    from core.learning.train import TrainConfig
-
-    fake = FakeTraining()
-    monkeypatch.setattr(core.learning.train, "train", fake)
-    root = tmp_path / "models"
-    monkeypatch.setenv(config.MODELS_DIR_ENV, str(root))
-    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
-    cfg = TrainConfig(spec=ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False),
-                      epochs=1, train_size=1000)
-    manager = app_state.TrainingManager()
-    yield app_state, manager, fake, cfg, root
-    fake.release.set()
-    job = manager.job
-    if job is not None:
-        job.request_stop()
-        job.join(30)
-
-
-def test_simultaneous_starts_run_exactly_one_job(manager_env):
-    app_state, manager, fake, cfg, _ = manager_env
-    barrier = threading.Barrier(8)
-    outcomes: list[object] = []
-    lock = threading.Lock()
-
-    def visitor(i: int) -> None:
-        barrier.wait()
-        try:
-            manager.start(cfg, owner=f"visitor-{i}")
-            result: object = "started"
-        except app_state.TrainingBusy as exc:
-            result = exc
-        with lock:
-            outcomes.append(result)
-
-    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert outcomes.count("started") == 1
-    busy = [o for o in outcomes if isinstance(o, app_state.TrainingBusy)]
-    assert len(busy) == 7 and all("one run at a time" in str(b) for b in busy)
-    assert manager.serial == 1 and manager.running()
-    assert fake.started.wait(10) and fake.calls == 1
-
-
-def test_stop_rules_and_a_new_run_after_the_end(manager_env):
-    app_state, manager, fake, cfg, root = manager_env
-    assert manager.stop("alice") is False  # nothing to stop
-    job = manager.start(cfg, owner="alice")
-    assert fake.started.wait(10)
-    assert manager.stop("bob") is False and job.state == "running"  # not bob's
-    assert manager.stop("alice") is True
-    job.join(30)
-    assert job.state == "stopped" and not manager.running()
-    assert manager.stop("alice") is False  # already over
-    assert not root.exists() or not list(root.glob("*.keras"))  # a stopped run saves nothing
-
-    fake.release.set()  # the next run finishes on its own
-    second = manager.start(cfg, owner="bob")
-    second.join(60)
-    assert second.state == "finished", second.snapshot()["error"]
-    assert manager.serial == 2
-    name = second.snapshot()["info"]["model_name"]
-    store = ModelStore(root)
-    assert store.list().names() == [name] and load_model(store, name) is not None
-    assert not [p for p in root.iterdir() if p.name.startswith(".")]
-
-
-def test_a_failed_run_is_reported_and_frees_the_slot(manager_env, monkeypatch):
-    app_state, manager, fake, cfg, root = manager_env
-    fake.fail_with = MemoryError("out of memory in the middle of epoch 1")
-    fake.release.set()
-    job = manager.start(cfg, owner="alice")
-    job.join(30)
-    snap = manager.snapshot()
-    assert snap["state"] == "failed" and "MemoryError" in snap["error"] and "epoch 1" in snap["error"]
-    assert not manager.running()
-    assert not root.exists() or not list(root.glob("*.keras"))
-    fake.fail_with = None
-    again = manager.start(cfg, owner="bob")
-    again.join(60)
-    assert again.state == "finished"
-
-
-def test_a_finished_run_is_saved_where_the_visitor_was_looking(manager_env, monkeypatch, tmp_path):
-    """The store folder is captured when the run starts; changing the environment later (another
-    deployment setting, a test) does not send the model elsewhere."""
-    app_state, manager, fake, cfg, root = manager_env
-    job = manager.start(cfg, owner="alice")
-    assert fake.started.wait(10)
-    monkeypatch.setenv(config.MODELS_DIR_ENV, str(tmp_path / "elsewhere"))
-    fake.release.set()
-    job.join(60)
-    assert job.state == "finished"
-    info = job.snapshot()["info"]
-    assert info["models_dir"] == str(root)
-    assert ModelStore(root).list().names() == [info["model_name"]]
-    assert not (tmp_path / "elsewhere").exists()

@@ -28,15 +28,23 @@ TITLES = {
     "1_Train.py": "Train a model",
     "2_Draw.py": "Draw a digit",
     "3_Upload.py": "Read digits in images",
+    "5_Corrections.py": "Corrections",
 }
+# Pages that show the training runs: they need the run board (`ui.runs.board()`), on the test cluster.
+BOARD_PAGES = {"1_Train.py", "5_Corrections.py"}
 
 
 # --- helpers -------------------------------------------------------------------------------------
 
-def app(page: str = "Home.py") -> AppTest:
+def app(page: str = "Home.py", *, owner: str | None = None) -> AppTest:
     """A fresh session that has opened ``page`` the way a visitor does: Home first, then the page
-    (page links resolve against the entrypoint, as in the running app)."""
-    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=TIMEOUT).run()
+    (page links resolve against the entrypoint, as in the running app). ``owner``: the address
+    carries that owner token (``?owner=...``), as when a visitor reloads the page or opens it in
+    another tab."""
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=TIMEOUT)
+    if owner is not None:
+        at.query_params["owner"] = owner
+    at.run()
     if page != "Home.py":
         at.switch_page(page)
     return at
@@ -143,12 +151,83 @@ def image_captions(at: AppTest) -> list[str]:
     return [caption for image in at.image for caption in image.captions]
 
 
+# --- the run board --------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _no_local_cluster(monkeypatch):
+    """AppTest runs the pages in this process, where the run board (`ui.runs.board()`) is cached for
+    every later test: a page here must never start a local Dask cluster of its own. A test that
+    shows the Train or Corrections page uses ``train_env`` (the session's test cluster)."""
+    import distributed.deploy.subprocess
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("a page test started a local Dask cluster: give the test the train_env fixture")
+
+    monkeypatch.setattr(distributed.deploy.subprocess, "SubprocessCluster", refuse)
+
+
+def _end_active_runs(board, timeout: float = 120) -> None:
+    """Cancel every run still queued or running on ``board`` and wait until they ended."""
+    from core.learning.runs import RunError
+
+    active = [r for r in board.runs() if r.active]
+    for run in active:
+        try:
+            board.cancel(run.id, run.owner)
+        except RunError:
+            pass  # it ended meanwhile, or is already stopping or cancelling
+    deadline = time.monotonic() + timeout
+    for run in active:
+        snap = board.wait(run.id, timeout=max(1.0, deadline - time.monotonic()))
+        assert snap is None or not snap.active, f"run {run.id} still {snap.state} {timeout:.0f} s after Cancel"
+
+
+@pytest.fixture(scope="session")
+def _pages_board_store(dask_cluster, tmp_path_factory):
+    """The pages' run board's own store (where a run submitted without the page's store would land:
+    never the page's), and the board closed before the session's cluster stops."""
+    yield tmp_path_factory.mktemp("board-default-store")
+    from ui import runs
+
+    if _BOARD_MADE:
+        runs.board().close()
+        runs.board.clear()
+
+
+_BOARD_MADE: list[bool] = []
+
+
+@pytest.fixture
+def train_env(cluster_env, _pages_board_store):
+    """The pages' run board (`ui.runs.board()`, one per process) on the session's test cluster, with
+    no run left queued or running by an earlier test, and none left by this one. Its default store
+    is a scratch folder of its own: each page must send its runs to the store it shows."""
+    from core import config
+    from ui import runs
+
+    _BOARD_MADE.append(True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(config.MODELS_DIR_ENV, str(_pages_board_store))
+        board = runs.board()
+        if (board.client.scheduler.address, board.models_dir) != (cluster_env.address, str(_pages_board_store)):
+            board.close()  # made by a test outside this file: replace it
+            runs.board.clear()
+            board = runs.board()
+    _end_active_runs(board)
+    yield board
+    _end_active_runs(board)
+
+
 # --- smoke ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_page_runs_without_exception(page, app_env):
+def test_page_runs_without_exception(page, app_env, request):
+    if page.name in BOARD_PAGES:
+        request.getfixturevalue("train_env")
     at = app(str(page.relative_to(ROOT))).run()
     assert not at.exception, [e.message for e in at.exception]
+    if page.name in BOARD_PAGES:
+        assert not at.error, texts(at.error)  # the training workers were reached
     titles = texts(at.title)
     if page.name in TITLES:
         assert titles == [TITLES[page.name]]
@@ -157,7 +236,9 @@ def test_page_runs_without_exception(page, app_env):
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_page_with_empty_store_says_so(page, empty_store_env):
+def test_page_with_empty_store_says_so(page, empty_store_env, request):
+    if page.name in BOARD_PAGES:
+        request.getfixturevalue("train_env")
     at = app(str(page.relative_to(ROOT))).run()
     assert not at.exception, [e.message for e in at.exception]
     assert any("No trained model" in w for w in texts(at.sidebar.warning))
@@ -173,13 +254,8 @@ def run_fresh_interpreter(code: str, timeout: float) -> str:
 
 def test_home_does_not_import_tensorflow(app_env):
     # In a fresh interpreter: this test process already imported TensorFlow for the fixture model.
-    # Also counts Streamlit's one-time REPL check (inspect.stack(), 100-150 ms on a new server's
-    # first page), which app_state._skip_bare_mode_check spares a running app.
     code = (
         "import sys\n"
-        "import streamlit.env_util as env_util\n"
-        "walks, is_repl = [], env_util.is_repl\n"
-        "env_util.is_repl = lambda: walks.append(1) or is_repl()\n"
         "from streamlit.testing.v1 import AppTest\n"
         f"at = AppTest.from_file({str(ROOT / 'Home.py')!r}, default_timeout=60).run()\n"
         "assert not at.exception, [e.message for e in at.exception]\n"
@@ -187,11 +263,9 @@ def test_home_does_not_import_tensorflow(app_env):
         "assert any(m.label == 'Test accuracy' for m in at.metric)\n"
         "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
         "print('HEAVY=' + ','.join(heavy))\n"
-        "print(f'STACK_WALKS={len(walks)}')\n"
     )
     stdout = run_fresh_interpreter(code, timeout=120)
     assert "HEAVY=\n" in stdout, f"Home imported {stdout.split('HEAVY=')[-1].strip()}"
-    assert "STACK_WALKS=0" in stdout
 
 
 def test_reading_pages_never_import_tensorflow(app_env, tmp_path):
@@ -233,19 +307,48 @@ def test_reading_pages_never_import_tensorflow(app_env, tmp_path):
     assert "HEAVY=\n" in stdout, f"a reading page imported {stdout.split('HEAVY=')[-1].strip()}"
 
 
-def test_reruns_do_not_reset_keras(app_env, monkeypatch):
-    # Streamlit calls keras.backend.clear_session() after every run once Keras is imported (the
-    # Train page's training runs import it); app_state turns that off because it would reset Keras
-    # under a running training job (see app_state._keep_keras_state).
-    import keras
+def test_training_and_corrections_pages_never_import_tensorflow(app_env, train_env, tmp_path, monkeypatch):
+    # In a fresh interpreter, as a server sees it: the Train page's form queues a short run on the
+    # test cluster (its scheduler's address in the environment), the page follows it to its end and
+    # shows the saved model; the Corrections page is drawn; the training happened in a Dask worker,
+    # so neither TensorFlow nor Keras was imported here.
+    from core import config
+    from core.store import ModelStore
 
-    calls = []
-    monkeypatch.setattr(keras.backend, "clear_session", lambda *args, **kwargs: calls.append(args))
-    for page in ("pages/1_Train.py", "pages/2_Draw.py"):
-        at = app(page).run()
-        at.run()
-        assert not at.exception, [e.message for e in at.exception]
-    assert calls == []
+    models = tmp_path / "store"
+    shutil.copytree(app_env, models)  # the fixture store is shared: the run saves into a copy
+    monkeypatch.setenv(config.MODELS_DIR_ENV, str(models))
+    assert os.environ[config.DASK_SCHEDULER_ENV] == train_env.client.scheduler.address
+    code = (
+        "import sys, time\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        f"at = AppTest.from_file({str(ROOT / 'Home.py')!r}, default_timeout=60).run()\n"
+        "at.switch_page('pages/1_Train.py').run()\n"
+        "at.radio(key='train_family').set_value('mlp').run()\n"
+        "at.select_slider(key='train_size').set_value(1000)\n"
+        "at.number_input(key='train_epochs').set_value(1)\n"
+        "at.button(key='train_submit').click().run()\n"
+        "assert not at.exception and not at.error, ([e.message for e in at.exception], [e.value for e in at.error])\n"
+        "deadline = time.monotonic() + 150\n"
+        "while not any('saved as' in s.value for s in at.success):\n"
+        "    shown = [h.value for h in at.subheader] + [w.value for w in at.warning] + [e.value for e in at.error]\n"
+        "    assert time.monotonic() < deadline, f'the run did not end with a model: {shown}'\n"
+        "    time.sleep(0.5)\n"
+        "    at.run()\n"
+        "    assert not at.exception, [e.message for e in at.exception]\n"
+        "print('TRAIN=' + next(s.value for s in at.success if 'saved as' in s.value))\n"
+        "at.switch_page('pages/5_Corrections.py').run()\n"
+        "assert not at.exception and not at.error, ([e.message for e in at.exception], [e.value for e in at.error])\n"
+        "print('CORRECTIONS=' + at.title[0].value)\n"
+        "heavy = sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    stdout = run_fresh_interpreter(code, timeout=240)
+    assert "TRAIN=Training finished. It was saved as **mlp-" in stdout, stdout
+    assert "CORRECTIONS=Corrections\n" in stdout, stdout
+    assert "HEAVY=\n" in stdout, f"the Train or Corrections page imported {stdout.split('HEAVY=')[-1].strip()}"
+    (name,) = [n for n in ModelStore(models).list().names() if n.startswith("mlp-")]
+    assert f"saved as **{name}**" in stdout
 
 
 # --- Home and the model picker -------------------------------------------------------------------
@@ -492,7 +595,7 @@ def test_draw_says_when_it_is_probably_not_a_digit(app_env):
     assert any(NOT_A_DIGIT in w for w in texts(at.warning))  # ...and the page says it
 
 
-def test_saving_a_correction_from_draw_stores_it_and_train_lists_and_deletes_it(app_env):
+def test_saving_a_correction_from_draw_stores_it_and_corrections_lists_and_deletes_it(app_env, train_env):
     from core import config
     from core.corrections import CorrectionStore
 
@@ -518,7 +621,7 @@ def test_saving_a_correction_from_draw_stores_it_and_train_lists_and_deletes_it(
     assert (row.label, row.predicted, row.source, row.model) == (5, 2, "draw", "test-mlp")
     assert row.image.shape == (28, 28) and row.image.max() > 200  # the 28x28 the model saw, not the canvas
 
-    at.switch_page("pages/1_Train.py").run()
+    at.switch_page("pages/5_Corrections.py").run()
     assert not at.exception, [e.message for e in at.exception]
     assert metric(at, "Corrections") == "1"
     (table,) = [d.value for d in at.dataframe if "right digit" in d.value.columns]
@@ -615,27 +718,62 @@ def test_upload_says_when_an_image_is_probably_not_a_digit(app_env):
 
 # --- Train ------------------------------------------------------------------------------------------
 
-def _wait_while(at: AppTest, subheader: str, seconds: float, what: str) -> AppTest:
-    """Rerun the page until ``subheader`` is gone (a run in progress ended), failing on any exception."""
+ACTIVE_TRAINING = ("Training queued", "Training in progress")  # the run panel's subheaders while it runs
+ACTIVE_FINETUNING = ("Fine-tuning queued", "Fine-tuning in progress")
+
+
+def subheaders(at: AppTest) -> list[str]:
+    return [h.value for h in at.subheader]
+
+
+def progress_texts(at: AppTest) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def buttons(at: AppTest) -> set[str]:
+    return {b.key for b in at.button}
+
+
+def markdown(at: AppTest) -> str:
+    return "\n".join(m.value for m in at.markdown)
+
+
+def _wait_until(at: AppTest, done, seconds: float, what: str) -> AppTest:
+    """Rerun the page (0.5 s apart, at most ``seconds``) until ``done(at)``; fails on any exception."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while True:
         at.run()
         assert not at.exception, [e.message for e in at.exception]
-        if not any(h.value == subheader for h in at.subheader):
+        if done(at):
             return at
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen in {seconds:.0f} s: {subheaders(at)} "
+                                 f"{progress_texts(at)} {texts(at.warning) + texts(at.error)}")
         time.sleep(0.5)
-    raise AssertionError(f"{what} did not finish in time")
+
+
+def _wait_while(at: AppTest, shown: tuple[str, ...], seconds: float, what: str) -> AppTest:
+    """Rerun the page until none of the subheaders ``shown`` is left (the run in view ended)."""
+    return _wait_until(at, lambda a: not set(shown) & set(subheaders(a)), seconds, f"{what} ending")
 
 
 def _wait_until_done(at: AppTest, seconds: float = 180) -> AppTest:
-    return _wait_while(at, "Training in progress", seconds, "training")
+    return _wait_while(at, ACTIVE_TRAINING, seconds, "training")
 
 
-def test_train_form_starts_a_job_that_saves_a_model(empty_store_env):
+def _wait_until_training(at: AppTest, seconds: float = 120) -> AppTest:
+    """Rerun until the visitor's run trains: batches done (the metrics are shown) and Stop enabled."""
+    return _wait_until(at, lambda a: "Training in progress" in subheaders(a) and metric(a, "Training loss")
+                       and "train_stop" in buttons(a) and not a.button(key="train_stop").disabled,
+                       seconds, "the run's first batches")
+
+
+def test_train_form_starts_a_run_that_saves_a_model(empty_store_env, train_env):
     from core.store import ModelStore
 
     at = app("pages/1_Train.py").run()
     assert not at.exception
+    assert any("No training run yet" in i for i in texts(at.info))
     at.radio(key="train_family").set_value("mlp").run()
     assert at.text_input(key="train_hidden").value == "256,128"
     at.select_slider(key="train_size").set_value(3000)
@@ -643,79 +781,143 @@ def test_train_form_starts_a_job_that_saves_a_model(empty_store_env):
     at.button(key="train_submit").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, texts(at.error)
+    assert set(ACTIVE_TRAINING) & set(subheaders(at)), subheaders(at)
+    assert any("Started by you" in c.value and "MLP, hidden 256-128 · 3,000 images" in c.value for c in at.caption)
 
     at = _wait_until_done(at)
     assert any("Training finished" in s for s in texts(at.success)), texts(at.error) + texts(at.warning)
-    names = ModelStore(empty_store_env).list().names()
-    assert len(names) == 1 and names[0].startswith("mlp-")
+    names = ModelStore(empty_store_env).list().names()  # the page's store, not the run board's own
+    assert len(names) == 1 and names[0].startswith("mlp-"), (names, ModelStore(train_env.models_dir).list().names())
     assert any(f"saved as **{names[0]}**" in m for m in texts(at.success))
     assert metric(at, "Test accuracy").endswith("%")
+    assert ModelStore(empty_store_env).meta(names[0])["command"] == "streamlit: Train page"
+    assert names[0] in markdown(at)  # listed under "Finished recently" in the queue section
 
     at.button(key="train_use_model").click().run()
     assert at.session_state["model_name"] == names[0]
     assert at.selectbox(key="sidebar_model").value == names[0]
 
 
-def test_train_form_rejects_bad_layer_sizes(empty_store_env):
+def test_train_form_rejects_bad_layer_sizes(empty_store_env, train_env):
     at = app("pages/1_Train.py").run()
     at.text_input(key="train_hidden").set_value("256, lots")
     at.button(key="train_submit").click().run()
     assert not at.exception
     assert any("Dense layers" in e and "whole numbers" in e for e in texts(at.error))
+    assert not [r for r in train_env.runs() if r.owned_by(at.session_state["run_owner"])]  # nothing queued
+    assert not set(ACTIVE_TRAINING) & set(subheaders(at))
 
 
-def test_other_visitor_sees_the_run_but_only_the_owner_can_stop_it(empty_store_env):
+def test_another_visitor_watches_a_run_and_queues_their_own(empty_store_env, train_env):
     from core.store import ModelStore
 
     owner = app("pages/1_Train.py").run()
-    owner.select_slider(key="train_size").set_value(60000)  # a long CNN run: it is stopped below
+    owner.number_input(key="train_epochs").set_value(10)  # a CNN on 60,000 images: minutes (cancelled below)
     owner.button(key="train_submit").click().run()
-    assert not owner.exception, [e.message for e in owner.exception]
+    assert not owner.exception and not owner.error, [e.message for e in owner.exception] + texts(owner.error)
+    token = owner.query_params["owner"]
+    owner = _wait_until_training(owner)
 
+    # Another visitor sees the run, without its controls, and can still submit: their run queues.
     other = app("pages/1_Train.py").run()
-    assert any(h.value == "Training in progress" for h in other.subheader)
-    assert not [b for b in other.button if b.key == "train_stop"]
-    assert other.button(key="train_submit").disabled
-    assert any("another visitor" in c.value for c in other.caption)
+    assert other.query_params["owner"] != token
+    assert "Training in progress" in subheaders(other)
+    assert any("Started by another visitor" in c.value for c in other.caption)
+    assert any("Only the visitor who started this run" in c.value for c in other.caption)
+    assert not {"train_stop", "train_cancel"} & buttons(other)
+    assert not other.button(key="train_submit").disabled and not other.button(key="train_quick").disabled
+    other.button(key="train_quick").click().run()
+    assert not other.exception and not other.error, [e.message for e in other.exception] + texts(other.error)
+    assert "Training queued" in subheaders(other)
+    assert any(t.startswith("Waiting for a worker: next in the queue") for t in progress_texts(other)), \
+        progress_texts(other)
+    assert other.button(key="train_stop").disabled and not other.button(key="train_cancel").disabled
+    queue = markdown(other)
+    assert "| you | CNN training | queued (#1) |" in queue and "| another visitor | CNN training | running |" in queue
 
-    owner.run()
-    owner.button(key="train_stop").click().run()
-    owner = _wait_until_done(owner, 120)
-    assert any("stopped" in w and "No model was saved" in w for w in texts(owner.warning))
-    assert ModelStore(empty_store_env).list().names() == []
-    other.run()
-    assert any(h.value == "Last training run" for h in other.subheader)
+    # A third visitor, with no run of their own, watches the run that trains, not the one that waits.
+    third = app("pages/1_Train.py").run()
+    assert "Training in progress" in subheaders(third) and metric(third, "Training loss"), subheaders(third)
+    assert any("Started by another visitor" in c.value and "60,000 images" in c.value for c in third.caption)
+
+    # The owner's page after a reload (its address carries the token) still has the run and its controls.
+    again = app("pages/1_Train.py", owner=token).run()
+    assert again.session_state["run_owner"] == token
+    assert "Training in progress" in subheaders(again) and {"train_stop", "train_cancel"} <= buttons(again)
+    assert any("Started by you" in c.value for c in again.caption)
+    assert "| another visitor | CNN training | queued (#1) |" in markdown(again)
+
+    # Cancel: the run ends and nothing is saved; the queued run then gets the worker and saves its model.
+    again.button(key="train_cancel").click().run()
+    assert not again.exception
+    again = _wait_until_done(again, 120)
+    assert any("Training was cancelled. No model was saved." in w for w in texts(again.warning)), \
+        texts(again.warning) + texts(again.success)
+    assert not [s for s in texts(again.success) if "saved as" in s]
+    (cancelled,) = [r for r in train_env.runs() if r.owned_by(token)]
+    assert cancelled.state == "cancelled" and cancelled.model_name is None
+
+    other = _wait_until_done(other, 120)
+    assert any("Training finished" in s for s in texts(other.success)), texts(other.error) + texts(other.warning)
+    names = ModelStore(empty_store_env).list().names()
+    assert len(names) == 1 and any(f"saved as **{names[0]}**" in s for s in texts(other.success))
 
 
-def test_training_manager_allows_one_job_and_only_the_owner_stops_it(empty_store_env):
-    import app_state
-    from core.learning.model import default_spec
-    from core.learning.train import TrainConfig
+def test_the_owner_stops_a_run_and_its_model_so_far_is_saved(empty_store_env, train_env):
+    from core.store import ModelStore
 
-    manager = app_state.TrainingManager()
-    cfg = TrainConfig(spec=default_spec("cnn"), epochs=1, train_size=60000)
-    job = manager.start(cfg, owner="alice")
-    try:
-        with pytest.raises(app_state.TrainingBusy, match="one run at a time"):
-            manager.start(cfg, owner="bob")
-        assert manager.stop("bob") is False
-        assert manager.stop("alice") is True
-    finally:
-        job.request_stop()
-        job.join(120)
-    assert job.state == "stopped" and manager.snapshot()["state"] == "stopped"
-    assert not manager.running()
-
+    at = app("pages/1_Train.py").run()
+    at.number_input(key="train_epochs").set_value(10)  # a CNN on 60,000 images: stopped long before its end
+    at.button(key="train_submit").click().run()
+    at = _wait_until_training(at)
+    at.button(key="train_stop").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    at = _wait_until_done(at, 120)
+    success = texts(at.success)
+    assert any("Training was stopped; the model as it was then." in s for s in success), \
+        success + texts(at.warning) + texts(at.error)
+    names = ModelStore(empty_store_env).list().names()
+    assert len(names) == 1 and names[0].startswith("cnn-")
+    assert any(f"saved as **{names[0]}**" in s for s in success)
+    accuracy = metric(at, "Test accuracy")
+    assert accuracy.endswith("%") and float(accuracy[:-1]) > 10, accuracy  # it learned something before the stop
+    assert "train_use_model" in buttons(at)
 
 
 # --- Corrections and fine-tuning ------------------------------------------------------------------------
 
-def _wait_for_finetune(at: AppTest, seconds: float = 300) -> AppTest:
-    return _wait_while(at, "Fine-tuning in progress", seconds, "fine-tuning")
+def test_finetune_needs_a_correction_and_a_model(app_env, train_env, monkeypatch, tmp_path):
+    from core.corrections import CorrectionStore
+
+    at = app("pages/5_Corrections.py").run()
+    assert not at.exception and not at.error, [e.message for e in at.exception] + texts(at.error)
+    assert any("No corrections yet" in i for i in texts(at.info))
+    assert at.button(key="train_finetune").disabled
+    assert "Needs at least one correction." in at.button(key="train_finetune").help
+
+    # A correction saved, then deleted by someone else before the button is pressed: the page says why.
+    store = CorrectionStore()
+    cid = store.add(mnist_test_digit(3, 1), 3, None, "upload", "test-mlp")
+    at.run()
+    assert metric(at, "Corrections") == "1" and not at.button(key="train_finetune").disabled
+    assert store.delete([cid]) == 1
+    at.button(key="train_finetune").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not set(ACTIVE_FINETUNING) & set(subheaders(at))
+    assert not [r for r in train_env.runs() if r.owned_by(at.session_state["run_owner"])]  # nothing queued
+
+    # No model in the store: nothing to fine-tune, whatever the corrections.
+    store.add(mnist_test_digit(3, 1), 3, None, "upload", "test-mlp")
+    monkeypatch.setenv("DIGITS_MODELS_DIR", str(tmp_path / "empty-store"))
+    at = app("pages/5_Corrections.py").run()
+    assert not at.exception
+    assert metric(at, "Corrections") == "1"
+    assert any("There is no model to fine-tune yet" in c.value for c in at.caption)
+    assert at.button(key="train_finetune").disabled
 
 
 @pytest.mark.slow
-def test_finetune_on_corrections_runs_in_the_training_slot_and_saves_a_model(app_env, tmp_path, monkeypatch):
+def test_finetune_on_corrections_queues_a_run_that_saves_a_model(app_env, train_env, tmp_path, monkeypatch):
     from core.corrections import CorrectionStore
     from core.store import ModelStore
 
@@ -726,27 +928,22 @@ def test_finetune_on_corrections_runs_in_the_training_slot_and_saves_a_model(app
     for label in (3, 5, 8):
         corrections.add(mnist_test_digit(label, 1), label, None, "upload", "test-mlp")
 
-    at = app("pages/1_Train.py").run()
+    at = app("pages/5_Corrections.py").run()
     assert metric(at, "Corrections") == "3"
     at.button(key="train_finetune").click().run()
     assert not at.exception, [e.message for e in at.exception]
     assert not at.error, texts(at.error)
-    assert any(h.value == "Fine-tuning in progress" for h in at.subheader)
-    assert at.button(key="train_submit").disabled  # the one slot is taken: no training meanwhile
+    assert set(ACTIVE_FINETUNING) & set(subheaders(at)), subheaders(at)
+    assert any("Fine-tuning **test-mlp** on 3 corrections" in c.value for c in at.caption)
+    train = app("pages/1_Train.py").run()  # the Train page is free meanwhile: it shows training runs only
+    assert not train.button(key="train_submit").disabled and not set(ACTIVE_TRAINING) & set(subheaders(train))
 
-    at = _wait_for_finetune(at)
+    at = _wait_while(at, ACTIVE_FINETUNING, 300, "fine-tuning")
     assert any("Fine-tuning finished" in s for s in texts(at.success)), texts(at.error) + texts(at.warning)
     assert metric(at, "Corrections read right, after").endswith("%")
-    assert metric(at, "MNIST test accuracy").endswith("%")
-    assert any("test-mlp" in c.value and "3 corrections" in c.value for c in at.caption)
+    assert metric(at, "Test accuracy").endswith("%")
     new = [n for n in ModelStore(models).list().names() if n.startswith("mlp-finetuned-")]
     assert len(new) == 1 and ModelStore(models).meta(new[0])["base_model"] == "test-mlp"
+    assert any(f"saved as **{new[0]}**" in s for s in texts(at.success))
     at.button(key="train_finetune_use_model").click().run()
     assert at.session_state["model_name"] == new[0]
-
-
-def test_finetune_needs_corrections(empty_store_env):
-    import app_state
-
-    with pytest.raises(ValueError, match="no corrections"):
-        app_state.TrainingManager().start_finetune("test-mlp", owner="alice")

@@ -178,10 +178,12 @@ def queue_table(runs: list[RunSnapshot], owner: str) -> list[dict]:
 
 def focus(runs: list[RunSnapshot], owner: str, kind: str) -> RunSnapshot | None:
     """The run of ``kind`` a page shows: the visitor's newest active run, else their newest run, else
-    the newest active run of anyone (watched without controls)."""
+    the newest active run of anyone (watched without controls), one that trains rather than one
+    still waiting in the queue (which has no curves to watch yet)."""
     mine = [r for r in runs if r.kind == kind and r.owned_by(owner)]
+    others = [r for r in runs if r.kind == kind and r.active]
     return (next((r for r in mine if r.active), None) or (mine[0] if mine else None)
-            or next((r for r in runs if r.kind == kind and r.active), None))
+            or next((r for r in others if r.state != "queued"), None) or (others[0] if others else None))
 
 
 def refuse_if_too_many(runs: list[RunSnapshot], owner: str) -> None:

@@ -231,7 +231,7 @@ def save_finetuned(result: FinetuneResult, store=None, *, name: str | None = Non
     (default: ``<family>-finetuned-<UTC time>``).
 
     Raises:
-        ValueError: the run was stopped before it finished.
+        ValueError: the run was stopped before its first batch (a later stop saves the model so far).
         core.store.StoreError: a bad or taken name.
     """
     from core.store import ModelStore

@@ -69,12 +69,45 @@ def connect():
         cluster = SubprocessCluster(
             n_workers=config.dask_workers(), threads_per_worker=1, dashboard_address=None, silence_logs=logging.ERROR,
             # A run whose worker dies fails at once instead of being retried on another worker.
-            scheduler_kwargs={"allowed_failures": 0},
+            # Its scheduler ends the cluster when no client is left (a killed CLI or server).
+            scheduler_kwargs={"allowed_failures": 0, "preload": [__name__]},
             worker_kwargs={"memory_limit": config.worker_memory(), "preload": ["core.learning.worker"]})
         return Client(cluster), cluster
     except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
         where = f"the Dask scheduler at {address}" if address else "the local training workers"
         raise RunError(f"Cannot start or reach {where}: {exc}") from exc
+
+
+ORPHAN_GRACE_S = 2.0  # how long the local cluster outlives its last client
+
+
+def dask_setup(scheduler) -> None:
+    """Scheduler preload of `connect`'s local cluster: close the scheduler, and with it its workers
+    and their nannies, `ORPHAN_GRACE_S` after its last client left. The processes of a local
+    cluster are children of the client's process, but nothing ends them when that process is
+    killed (SIGKILL, or a SIGTERM it does not handle): without this they would stay, a worker
+    holding TensorFlow's memory, and its run would go on and save a model nobody waits for."""
+    import asyncio
+
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    def clients() -> list:
+        # Not the scheduler's own placeholder, nor the clients that running tasks open in the workers
+        # (`distributed.Worker._get_client` names them "worker": ids "Client-worker-...").
+        return [c for c in scheduler.clients if c != "fire-and-forget" and not c.startswith("Client-worker-")]
+
+    class CloseWithItsClients(SchedulerPlugin):
+        name = "digits-close-with-its-clients"
+
+        def remove_client(self, scheduler, client) -> None:
+            asyncio.get_running_loop().call_later(ORPHAN_GRACE_S, self._check)
+
+        def _check(self) -> None:
+            if not clients() and scheduler.status.name == "running":
+                _LOG.warning("the local training cluster's last client left: closing it")
+                asyncio.ensure_future(scheduler.close(reason="the local cluster's last client left"))
+
+    scheduler.add_plugin(CloseWithItsClients())
 
 
 def _importable_from_workers() -> None:
@@ -243,13 +276,13 @@ class RunBoard:
                 raise NotOwner("Only the visitor who started this run can stop or cancel it.")
             if not run.snap.active:
                 raise RunError("This run has already ended.")
-            queued = run.snap.state == "queued"
+            queued, future = run.snap.state == "queued", run.future
             run.snap = replace(run.snap, state="cancelling" if cancel else "stopping")
             self._serial += 1
         names = channel_names(run_id)
         Event(names.cancel if cancel else names.stop, client=self.client).set()
-        if queued:
-            self.client.cancel(run.future)  # not started: nothing runs; if it just started, the Event ends it
+        if queued and future is not None:
+            self.client.cancel(future)  # not started: nothing runs; if it just started, the Event ends it
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -324,16 +357,21 @@ class RunBoard:
             return
         self._workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         for run in active:
+            future = run.future
+            if future is None:  # ended by a concurrent poll
+                continue
             queue = Queue(channel_names(run.snap.id).progress, client=self.client)
             events = [e for batch in queue.get(batch=True) for e in batch]
-            done = run.future.done()
-            if done:  # what the run sent just before it ended
+            done = future.done()
+            outcome = None
+            if done:  # what the run sent just before it ended, and its end (read outside the lock)
                 events += [e for batch in queue.get(batch=True) for e in batch]
+                outcome = _outcome(future)
             with self._lock:
                 for event in events:
                     self._apply(run, event)
                 if done:
-                    self._finish(run)
+                    self._finish(run, outcome)
                     self._serial += 1
             if done:
                 self._release(run)
@@ -361,25 +399,23 @@ class RunBoard:
                                "val_accuracy": event["val_accuracy"]})
             run.snap = replace(snap, progress=event)
 
-    def _finish(self, run: _Run) -> None:
-        future, snap = run.future, run.snap
-        ended = time.time()
-        if future.cancelled():
-            run.snap = replace(snap, state="cancelled", ended_at=ended, phase=None)
-            return
-        error = future.exception() if future.status == "error" else None
-        if error is not None:
-            run.snap = replace(snap, state="failed", ended_at=ended, phase=None, error=_failure(error))
-            return
-        result = future.result()
-        run.snap = replace(snap, state=result["state"], ended_at=ended, phase=None, model_name=result["model_name"],
-                           test_accuracy=result["test_accuracy"], train_seconds=result["train_seconds"],
-                           info={**snap.info, **result.get("info", {})})
+    def _finish(self, run: _Run, outcome: dict) -> None:
+        """Record an ended run's outcome (`_outcome`); under the lock."""
+        outcome = dict(outcome)
+        info = {**run.snap.info, **outcome.pop("info", {})}
+        run.snap = replace(run.snap, ended_at=time.time(), phase=None, info=info, **outcome)
 
     def _release(self, run: _Run) -> None:
-        """Drop the run's Dask primitives from the scheduler."""
+        """Drop the run's future and its Dask primitives from the scheduler.
+
+        The snapshot holds all of the result; a future kept after it would keep the result on its
+        worker, and when that worker dies the scheduler recomputes lost results: the run would
+        train and save its model again."""
         from distributed import Event, Queue
 
+        future, run.future = run.future, None
+        if future is not None:
+            future.release()
         names = channel_names(run.snap.id)
         try:
             Queue(names.progress, client=self.client).close()
@@ -411,6 +447,23 @@ class RunBoard:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _outcome(future) -> dict:
+    """An ended run's fields from its future: its result, its error or its cancellation.
+
+    Reading a result or an error is a round trip to the cluster; the board does it outside its lock,
+    so that readers of the runs never wait on the network."""
+    if future.cancelled():
+        return {"state": "cancelled"}
+    try:
+        if future.status == "error":
+            return {"state": "failed", "error": _failure(future.exception())}
+        result = future.result()
+    except Exception as exc:  # noqa: BLE001 - e.g. the result was lost with its worker: the run failed
+        return {"state": "failed", "error": _failure(exc)}
+    return {"state": result["state"], "model_name": result["model_name"], "test_accuracy": result["test_accuracy"],
+            "train_seconds": result["train_seconds"], "info": result.get("info", {})}
 
 
 def _failure(error: BaseException) -> str:

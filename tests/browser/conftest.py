@@ -6,9 +6,14 @@ copy of the repository's ``models/`` (trainings in tests never touch the real st
 with ``UPDATE_SCREENSHOTS=1`` the page screenshots are also written to ``tests/screenshots/`` (the
 README's pictures).
 
+The session server trains the way ``streamlit run Home.py`` does out of the box: on a local Dask
+cluster it starts itself. ``cluster_app_server`` is a second server whose runs go to the session's
+test cluster instead (``tests/conftest.py``'s ``dask_cluster``: a real ``dask scheduler`` and
+``dask worker``, separate processes), through ``DIGITS_DASK_SCHEDULER``.
+
 Other browser test files reuse these fixtures as they are (``app_server``, ``app_url``,
-``browser``, ``page``, ``models_dir``, ``screenshot``); scripts outside pytest use
-``tests.browser.server`` (``start_server``, ``launch_chromium``, ...).
+``browser``, ``page``, ``models_dir``, ``screenshot``, ``cluster_app_server``, ``visitors``);
+scripts outside pytest use ``tests.browser.server`` (``start_server``, ``launch_chromium``, ...).
 """
 
 from __future__ import annotations
@@ -74,6 +79,21 @@ def app_server(app_workdir) -> Server:
 
 
 @pytest.fixture(scope="session")
+def cluster_app_server(dask_cluster, tmp_path_factory) -> Server:
+    """An app server whose runs train on the session's test Dask cluster, on its own copy of the
+    model store (``server.env["DIGITS_MODELS_DIR"]``)."""
+    env = app_env(ROOT / "models", tmp_path_factory.mktemp("browser-cluster-app"))
+    env["DIGITS_DASK_SCHEDULER"] = dask_cluster.address
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    server = start_server(free_port(), env, log_path=ARTIFACTS / "streamlit-cluster-server.log",
+                          timeout=SERVER_START_TIMEOUT_S)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def app_url(app_server) -> str:
     return app_server.url
 
@@ -119,6 +139,34 @@ def page(browser, app_server, request):
             except Exception as exc:  # the page may be gone; the failure itself matters more
                 print(f"no failure screenshot: {exc}", file=sys.stderr)
         context.close()
+
+
+@pytest.fixture
+def visitors(browser, request):
+    """``open_visitor(name, viewport=VIEWPORT)``: a page in a new browser context (another visitor,
+    or the same one in another browser when it opens their address with its ``?owner=`` token).
+    All are closed after the test; on a failing test, each one's page is kept in
+    tests/artifacts/failed-<test>-<name>.png."""
+    opened: list[tuple[str, object, object]] = []
+
+    def open_visitor(name: str, viewport: dict | None = None):
+        context = browser.new_context(viewport=viewport or VIEWPORT)
+        context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+        pg = context.new_page()
+        opened.append((name, context, pg))
+        return pg
+
+    try:
+        yield open_visitor
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        for name, context, pg in opened:
+            if report is not None and report.failed:
+                try:
+                    full_page_screenshot(pg, ARTIFACTS / f"failed-{request.node.name}-{name}.png")
+                except Exception as exc:  # the page may be gone; the failure itself matters more
+                    print(f"no failure screenshot of {name}: {exc}", file=sys.stderr)
+            context.close()
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def test_home_shows_the_model_in_use(page, app_url, screenshot):
     text = main_area(page).inner_text()
     assert "default-cnn" in text
     assert f"{DEFAULT_META['test_accuracy']:.2%}" in text, "Home should show the model's recorded test accuracy"
-    for name in ("Train", "Draw", "Upload", "Evaluate"):
+    for name in ("Train", "Draw", "Upload", "Evaluate", "Corrections"):
         assert main_area(page).get_by_role("link", name=name).count() >= 1, f"no link to the {name} page"
     table = main_area(page).locator("table").first  # the models in the store, a Markdown table
     assert "default-cnn" in table.inner_text() and "★" in table.inner_text(), table.inner_text()

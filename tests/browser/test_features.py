@@ -1,8 +1,8 @@
 """The features around a prediction, end to end in Debian's Chromium against the real server.
 
 - Draw, one digit: "Why this digit" heatmap (red/blue pixels, fetched from the page), no "not a digit"
-  warning, and "Wrong? The right digit is ..." saving a correction, which the Train page then lists
-  and deletes.
+  warning, and "Wrong? The right digit is ..." saving a correction, which the Corrections page then
+  lists and deletes.
 - Draw, "Several digits": "42" drawn with mouse strokes -> "Number read" 42 and the boxes image.
 - Upload: a Fashion-MNIST ankle boot (or, without Debian's dataset-fashion-mnist, a drawn letter)
   is called "probably not a digit" while a real MNIST digit beside it is not; with "Several digits"
@@ -178,9 +178,9 @@ def go_to(page, label: str) -> None:
     page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=label).click()
 
 
-# --- Draw: one digit, why, correction; Train: the correction listed and deleted ----------------------
+# --- Draw: one digit, why, correction; Corrections: the correction listed and deleted ----------------
 
-def test_draw_why_this_digit_and_a_correction_reviewed_on_train(page, app_url, screenshot):
+def test_draw_why_this_digit_and_a_correction_reviewed_on_corrections(page, app_url, screenshot):
     open_draw_page(page, app_url, timeout_ms=COLD_TIMEOUT_MS)
     draw_digit(page, 7, timeout_ms=COLD_TIMEOUT_MS)
     value = metric_value(page, PREDICTED)
@@ -227,19 +227,20 @@ def test_draw_why_this_digit_and_a_correction_reviewed_on_train(page, app_url, s
     wait_idle(page)
     screenshot(page, "feature-correction-saved")
 
-    # The Train page lists it, with what the model had read, and deletes it.
-    go_to(page, "Train")
-    main_area(page).get_by_role("heading", name="3 · Corrections").wait_for(timeout=COLD_TIMEOUT_MS)
+    # The Corrections page lists it, with what the model had read, and deletes it.
+    go_to(page, "Corrections")
+    main_area(page).get_by_role("heading", name="Corrections", exact=True).wait_for(timeout=COLD_TIMEOUT_MS)
     count = metric_value(page, "Corrections")
-    count.wait_for(timeout=STEP_TIMEOUT_MS)
+    count.wait_for(timeout=COLD_TIMEOUT_MS)
     wait_idle(page)
     n_before = int(count.inner_text().replace(",", ""))
-    assert n_before >= 1, f"the Train page counts {n_before} corrections"
+    assert n_before >= 1, f"the Corrections page counts {n_before} corrections"
     caption = f"#{correction_id}: 1 (read 7)"
     assert main_area(page).locator('[data-testid="stImage"]').filter(has_text=caption).count() == 1, \
-        f"no review tile {caption!r} on the Train page"
+        f"no review tile {caption!r} on the Corrections page"
+    assert page.locator(".st-key-train_finetune button:visible").is_enabled(), "Fine-tune should be offered with a correction"
     assert_no_exception(page)
-    screenshot(page, "feature-corrections-train")
+    screenshot(page, "feature-corrections")
 
     select_option(page, "train_corrections_selected", caption)
     delete = page.locator(".st-key-train_corrections_delete button")
@@ -255,6 +256,7 @@ def test_draw_why_this_digit_and_a_correction_reviewed_on_train(page, app_url, s
         f"{caption!r} is still listed after Delete"
     if n_before == 1:
         main_area(page).get_by_text("No corrections yet.").wait_for(timeout=STEP_TIMEOUT_MS)
+        assert page.locator(".st-key-train_finetune button:visible").is_disabled(), "nothing left to fine-tune on"
     else:
         assert int(metric_value(page, "Corrections").inner_text().replace(",", "")) == n_before - 1
     assert_no_exception(page)
