@@ -145,18 +145,19 @@ def _follow(board, run_id: str):
     """Log a run's progress on stderr until it ends; returns its last snapshot."""
     import time
 
-    epochs_shown, last_batch, phase = 0, -float("inf"), None
+    epochs_shown, batches_shown, last_log, phase = 0, 0, -float("inf"), None
     while True:
         snap = board.get(run_id)
+        # The newest batch at most every 2 s (always the first), then the epochs that ended.
+        if len(snap.batches) > batches_shown and time.monotonic() - last_log >= 2.0:
+            b, last_log = snap.batches[-1], time.monotonic()
+            _log(f"  epoch {b['epoch']}/{snap.config.epochs} batch {b['batch']}/{b['batches']} loss {b['loss']:.4f} "
+                 f"acc {b['accuracy']:.4f} eta {b['eta']:.0f}s")
+        batches_shown = len(snap.batches)
         for e in snap.epochs[epochs_shown:]:
             val = f" val_loss {e['val_loss']:.4f} val_acc {e['val_accuracy']:.4f}" if e["val_loss"] is not None else ""
             _log(f"epoch {e['epoch']}/{snap.config.epochs} loss {e['loss']:.4f} acc {e['accuracy']:.4f}{val}")
         epochs_shown = len(snap.epochs)
-        p = snap.progress
-        if p and p["kind"] == "batch" and p["elapsed"] - last_batch >= 2.0:
-            last_batch = p["elapsed"]
-            _log(f"  epoch {p['epoch']}/{p['epochs']} batch {p['batch']}/{p['batches']} loss {p['loss']:.4f} "
-                 f"acc {p['accuracy']:.4f} eta {p['eta']:.0f}s")
         if snap.phase and snap.phase != phase:
             _log(snap.phase)
         phase = snap.phase

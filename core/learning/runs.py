@@ -387,7 +387,8 @@ class RunBoard:
             run.snap = replace(snap, phase=event["text"])
         elif kind == "batch":
             run.batches.append({"step": (event["epoch"] - 1) * event["batches"] + event["batch"],
-                                "epoch": event["epoch"], "loss": event["loss"], "accuracy": event["accuracy"]})
+                                "epoch": event["epoch"], "batch": event["batch"], "batches": event["batches"],
+                                "loss": event["loss"], "accuracy": event["accuracy"], "eta": event["eta"]})
             run.snap = replace(snap, progress=event, phase=None)
             steps = run.batches[-1]["step"]
             if event["elapsed"] > 5 and steps:
