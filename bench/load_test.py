@@ -47,8 +47,13 @@ answers must be right, which a model in training (a fresh MLP) would not give.
     python bench/load_test.py --sessions 4 --requests 3 --trainers 2
 
 The last line is JSON: {"sessions", "requests", "errors", "idle_p50_ms", "p50_ms", "p95_ms",
-"p50_ratio", "runs_queued", "runs_training_during_load", "queued_positions_seen",
-"others_see_controls", "runs_cancelled", "models_saved", "server_rss_mb", "dask_rss_mb", ...}.
+"p50_ratio", "target_met", "runs_queued", "runs_training_during_load", "queued_positions_seen",
+"others_see_controls", "runs_cancelled", "models_saved", "server_rss_mb", "dask_rss_mb",
+"load_cpu_s", ...}. The exit status is 0 when the functional checks pass (no error, every run
+queued, one training through the load phase, positions shown, no controls for others, all
+cancelled, nothing saved, no traceback); ``target_met`` (no error and ``p50_ratio`` <= 2) is
+reported, not enforced: on one small machine the N browsers take most of the CPU themselves
+(see ``load_cpu_s``).
 """
 
 from __future__ import annotations
@@ -101,10 +106,13 @@ VIEWPORT = {"width": 1280, "height": 900}
 # the note other visitors get instead.
 RUNNING, QUEUED, ENDED = "Training in progress", "Training queued", "Last training run"
 CANCELLED_NOTE = "No model was saved."
+ENDED_MESSAGES = ("Training was cancelled.", "It was saved as", "Training failed:")
 NOT_OWNER_NOTE = "Only the visitor who started this run can stop or cancel it."
 STOP_BUTTON, CANCEL_BUTTON = ".st-key-train_stop button", ".st-key-train_cancel button"
 SUBMIT_BUTTON = ".st-key-train_submit button"
 WATCH_EVERY_S = 3.0  # how often the training visitors' pages are read during the load phase
+P50_RATIO_TARGET = 2.0  # the issue's: p50 under load at most twice the idle p50
+CANCEL_TIMEOUT_S = 90.0  # from a visitor's first Cancel click to their run's end on the page
 
 
 def digit_of(session_idx: int, request_idx: int) -> int:
@@ -153,6 +161,7 @@ class Trainer:
     position: int | None = None  # the queue position shown then ("next" = 1)
     states: list = field(default_factory=list)  # the run's state at each sample of the load phase
     outcome: str | None = None  # after Cancel: "cancelled", "saved", "failed", ...
+    ended_heading: bool | None = None  # the ended run's panel had its "Last training run" heading
     error: str | None = None
     page: object = field(default=None, repr=False)
     context: object = field(default=None, repr=False)
@@ -473,12 +482,11 @@ async def session(browser, url: str, results: list[Request], *, model: str, page
                 req.error += f" [page: {await diagnose(page, shot)}]"
                 await page.close()
                 page = None  # a fresh page (a new script run of /Draw) for the next request
-            if req.error and log is not None:
-                log(f"  session {req.session} request {req.index}: {req.error[:400]}")
         if log is not None and results:
             lat = [r.latency_ms for r in results if r.latency_ms is not None and r.error is None]
             log(f"  session {results[0].session} done: {sum(r.error is not None for r in results)} errors, "
-                f"median {percentile(lat, 50) or 0:.0f} ms, max {max(lat, default=0):.0f} ms")
+                f"median {percentile(lat, 50) or 0:.0f} ms, max {max(lat, default=0):.0f} ms"
+                + "".join(f"\n    request {r.index}: {r.error[:300]}" for r in results if r.error))
         return results
     finally:
         await context.close()
@@ -497,11 +505,17 @@ async def _count(page, locator) -> int:
 
 
 async def run_state(page) -> str | None:
-    """The state of the run the page's panel shows: "running", "queued", "ended" or None (none)."""
+    """The state of the run the page's panel shows: "running", "queued", "ended" or None (none).
+
+    An ended run is known by its heading or by its result's message (the page has been seen to
+    show the message without the heading after a Cancel)."""
     main = page.locator(MAIN)
     for heading, state in ((RUNNING, "running"), (QUEUED, "queued"), (ENDED, "ended")):
         if await _count(page, main.get_by_text(heading, exact=True)):
             return state
+    for message in ENDED_MESSAGES:
+        if await _count(page, main.get_by_text(message)):
+            return "ended"
     return None
 
 
@@ -634,13 +648,14 @@ async def cancel_run(t: Trainer, timeout_s: float, tries: int = 3) -> str:
                 if await _count(page, main.get_by_text("Cancelling after the current batch")):
                     heard = deadline  # on its way: wait for the end
                 if await _count(page, page.locator("[data-testid='stToast']")):
-                    toasts.update(t.strip()[:120] for t in await page.locator("[data-testid='stToast']").all_inner_texts())
+                    toasts.update(x.strip()[:120] for x in await page.locator("[data-testid='stToast']").all_inner_texts())
                 await asyncio.sleep(0.2)
             if time.perf_counter() >= deadline:
                 break
         if await run_state(page) != "ended":
             return f"not ended after Cancel (state {await run_state(page)!r}, toasts {sorted(toasts)})"
         await page.wait_for_selector(IDLE, timeout=max(1.0, deadline - time.perf_counter()) * 1000)
+        t.ended_heading = await _count(page, main.get_by_text(ENDED, exact=True)) > 0
         if await _count(page, main.get_by_text(CANCELLED_NOTE)):
             return "cancelled"
         if await _count(page, main.get_by_text("It was saved as")):
@@ -714,9 +729,15 @@ async def _run(url: str, sessions: int, requests: int, *, model: str, idle_sessi
                     f"p50 {percentile(lat, 50) or 0:.0f} ms")
 
             figures["models_before"] = store_models(models_dir)
+            # Each visitor gets page_timeout_s, all of them together page_timeout_s plus a minute each.
+            trainers_deadline = time.perf_counter() + page_timeout_s + 60.0 * trainers
             for k in range(trainers):
+                left = min(page_timeout_s, trainers_deadline - time.perf_counter())
+                if left < 10.0:
+                    visitors.append(Trainer(k, error="not tried: the training visitors' time was up"))
+                    continue
                 t = await submit_run(browser, url, k, family=train_family, hidden=train_hidden,
-                                     epochs=train_epochs, timeout_s=page_timeout_s, artifacts=artifacts)
+                                     epochs=train_epochs, timeout_s=left, artifacts=artifacts)
                 visitors.append(t)
                 log(f"training visitor {k}: submitted={t.submitted}, {t.first_state}"
                     + (f" (#{t.position})" if t.position else "")
@@ -727,14 +748,16 @@ async def _run(url: str, sessions: int, requests: int, *, model: str, idle_sessi
                     figures["queue_table"] = [row.get("State") for row in await queue_table(visitors[-1].page)]
                 except Exception as exc:  # noqa: BLE001 - reported
                     figures["queue_table"] = f"unreadable: {_first_line(exc)}"
-            if visitors:
+            if any(t.submitted for t in visitors):
                 wait_start = time.perf_counter()
-                figures["training_started"] = await wait_for_training(visitors, page_timeout_s)
+                figures["training_started"] = await wait_for_training(
+                    [t for t in visitors if t.submitted], page_timeout_s)
                 figures["training_wait_s"] = time.perf_counter() - wait_start
                 log(f"a run is training: {figures['training_started']} (after {figures['training_wait_s']:.0f} s)")
 
             stop, samples = asyncio.Event(), []
-            watcher = asyncio.create_task(watch(visitors, stop, samples, server_pid))
+            watched = [t for t in visitors if t.submitted and t.page is not None]  # each shows its own run
+            watcher = asyncio.create_task(watch(watched, stop, samples, server_pid))
             load = await draw_phase(browser, url, batches, deadline=deadline, **phase)
             stop.set()
             try:
@@ -744,14 +767,23 @@ async def _run(url: str, sessions: int, requests: int, *, model: str, idle_sessi
             figures.update(load_s=load["s"], load_cpu_s=load["cpu_s"], sessions_cut_off=load["cut_off"])
             figures["memory_samples"] = [s for s in samples if s]
             figures["samples"] = len(samples)
-            training = [any(len(t.states) > i and t.states[i] == "running" for t in visitors)
+            training = [any(len(t.states) > i and t.states[i] == "running" for t in watched)
                         for i in range(len(samples))]
             figures["samples_with_training"] = sum(training)
             figures["training_at_load_start"] = training[0] if training else False
             figures["training_at_load_end"] = training[-1] if training else False
+            for t in watched:  # how far the training run got ("Epoch 3/30 · batch ...")
+                if t.states and t.states[-1] == "running":
+                    try:
+                        figures["training_progress_at_load_end"] = (await t.page.locator(
+                            f"{MAIN} [data-testid='stProgress']").first.inner_text(timeout=5000)).strip()
+                    except Exception as exc:  # noqa: BLE001 - redrawn meanwhile
+                        figures["training_progress_at_load_end"] = f"unreadable: {type(exc).__name__}"
 
             for t in reversed(visitors):  # the queued runs first, the running one last
-                t.outcome = await cancel_run(t, page_timeout_s)
+                if not t.submitted:
+                    continue
+                t.outcome = await cancel_run(t, min(page_timeout_s, CANCEL_TIMEOUT_S))
                 if t.outcome != "cancelled" and t.page is not None:
                     shot = artifacts / f"load-trainer{t.index}-cancel.png" if artifacts else None
                     t.outcome += f" [page: {await diagnose(t.page, shot)}]"
@@ -894,6 +926,9 @@ def _summary(figures: dict, *, sessions: int, ramp_s: float, idle_sessions: int,
         "p50_ms": p50,
         "p95_ms": percentile(latencies, 95),
         "p50_ratio": p50 / idle_p50 if p50 and idle_p50 else None,
+        # The issue's target: no errors, and the p50 under load at most P50_RATIO_TARGET x the idle one.
+        "target_met": (not any(r.error for r in results + idle_results) and bool(p50 and idle_p50)
+                       and p50 / idle_p50 <= P50_RATIO_TARGET),
         "max_ms": max(latencies) if latencies else None,
         "error_kinds": kinds,
         "trainers": len(visitors),
@@ -909,12 +944,14 @@ def _summary(figures: dict, *, sessions: int, ramp_s: float, idle_sessions: int,
         "samples_with_training": figures.get("samples_with_training"),
         "training_at_load_start": figures.get("training_at_load_start"),
         "training_at_load_end": figures.get("training_at_load_end"),
+        "training_progress_at_load_end": figures.get("training_progress_at_load_end"),
         "others_saw_a_run": len(others),
         "others_see_controls": any(t.other_controls for t in others) if others else None,
         "others_see_note": all(t.other_note for t in others) if others else None,
         "owners_distinct": len({t.owner for t in visitors if t.owner}) == len(visitors),
         "runs_cancelled": sum(t.outcome == "cancelled" for t in visitors),
         "run_outcomes": [t.outcome for t in visitors],
+        "ended_without_heading": sum(t.ended_heading is False for t in visitors),
         "models_saved": sorted(after - before) if before is not None and after is not None else None,
         "trainer_errors": [t.error for t in visitors if t.error],
         "run_described": visitors[0].described if visitors else None,
@@ -963,7 +1000,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-family", choices=("mlp", "cnn"), default="mlp")
     p.add_argument("--train-hidden", default="1024,1024", help="the runs' hidden (MLP) or dense (CNN) layers")
     p.add_argument("--train-epochs", type=int, default=30)
-    p.add_argument("--request-timeout", type=float, default=90.0)
+    p.add_argument("--request-timeout", type=float, default=90.0, help="seconds for one drawing's answer")
+    p.add_argument("--page-timeout", type=float, default=180.0,
+                   help="seconds for a page to load, and for each training visitor's submit")
     p.add_argument("--ramp", type=float, default=2.0, help="seconds between two sessions' starts")
     p.add_argument("--deadline", type=float, default=1200.0, help="the drawing's time limit, seconds")
     p.add_argument("--artifacts", type=Path, default=ROOT / "bench" / "results" / "load_test",
@@ -976,7 +1015,8 @@ def main(argv: list[str] | None = None) -> int:
     out = run_load_test(args.sessions, args.requests, url=args.url, model=args.model,
                         idle_sessions=args.idle_sessions, idle_requests=args.idle_requests, trainers=args.trainers,
                         train_family=args.train_family, train_hidden=args.train_hidden,
-                        train_epochs=args.train_epochs, request_timeout_s=args.request_timeout, ramp_s=args.ramp,
+                        train_epochs=args.train_epochs, page_timeout_s=args.page_timeout,
+                        request_timeout_s=args.request_timeout, ramp_s=args.ramp,
                         deadline_s=args.deadline, artifacts=args.artifacts, models_dir=args.models_dir)
     details = out.pop("idle_details") + out.pop("details")
     for s in sorted({d["session"] for d in details}, key=lambda s: (s >= 0, abs(s))):
@@ -994,7 +1034,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = out["p50_ratio"]
     say(f"{out['requests']} requests, {out['errors']} errors ({out['idle_errors']} in the idle phase) "
         f"{out['error_kinds']}; idle p50 {out['idle_p50_ms'] or 0:.0f} ms; load p50 {out['p50_ms'] or 0:.0f} ms "
-        f"(x{ratio or 0:.2f}), p95 {out['p95_ms'] or 0:.0f} ms; {out['runs_queued']} runs queued at positions "
+        f"(x{ratio or 0:.2f}, target met: {out['target_met']}), p95 {out['p95_ms'] or 0:.0f} ms; "
+        f"{out['runs_queued']} runs queued at positions "
         f"{out['queued_positions_seen']}; training in {out['samples_with_training']}/{out['samples']} samples; "
         f"others saw controls: {out['others_see_controls']}; {out['runs_cancelled']} cancelled; "
         f"models saved: {out['models_saved']}; server RSS {out['server_rss_mb'] or 0:.0f} MB, Dask "
@@ -1007,6 +1048,8 @@ def main(argv: list[str] | None = None) -> int:
         say("first traceback in the server log:\n" + out["server_first_traceback"])
     out.pop("server_first_traceback")
     emit_json(out)
+    # The exit status is the functional checks'; the latency target (``target_met``) depends on the
+    # machine (on one 2-core machine the N browsers themselves take most of the CPU) and is reported.
     ok = out["errors"] == 0 and out["idle_errors"] == 0 and not out["server_tracebacks"]
     if args.trainers:
         ok = (ok and out["runs_queued"] == args.trainers and out["runs_training_during_load"] >= 1

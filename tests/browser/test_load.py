@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.common import emit_json
 from bench.load_test import CHROMIUM, LOAD_DIGITS, MODEL, render_digit, run_load_test
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +60,8 @@ def test_four_sessions_draw_while_two_visitors_queue_runs(app_server, models_dir
     details = out["details"] + out["idle_details"]
     failures = [d for d in details if d["error"]]
     new_log = app_server.log()[log_start:]
-    summary = {k: v for k, v in out.items() if k not in ("details", "idle_details")}
+    summary = {k: v for k, v in out.items() if k not in ("details", "idle_details", "visitors")}
+    emit_json(summary)  # the benchmark's figures, in the test's output (pytest -s)
     assert out["requests"] == SESSIONS * REQUESTS and out["idle_requests"] == IDLE_SESSIONS * IDLE_REQUESTS
     assert out["errors"] == 0 and out["idle_errors"] == 0, (failures, new_log[-3000:])
     # Every answer is the served model's, for the digit drawn in that session.
