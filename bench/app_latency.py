@@ -334,17 +334,22 @@ _RUN_STATE_JS = """() => {
 }"""
 
 
-def start_long_run(page, url: str) -> None:
-    """Start a run that outlasts the memory measurement (MLP 1024-1024, 30 epochs) from /Train."""
+def open_mlp_form(page, url: str, hidden: str, epochs: int) -> None:
+    """Open /Train and fill the form for an MLP with ``hidden`` layers and ``epochs`` epochs."""
     page.goto(url.rstrip("/") + "/Train")
     page.get_by_role("button", name="Start training").wait_for(timeout=COLD_TIMEOUT_MS)
     settle(page, 500)
     page.get_by_text("MLP (dense layers)").click()
-    hidden = page.get_by_role("textbox", name="Hidden layers")
-    hidden.wait_for()
+    field = page.get_by_role("textbox", name="Hidden layers")
+    field.wait_for()
     settle(page, 500)
-    hidden.fill("1024,1024")
-    page.locator(".st-key-train_epochs input").fill("30")
+    field.fill(hidden)
+    page.locator(".st-key-train_epochs input").fill(str(epochs))
+
+
+def start_long_run(page, url: str) -> None:
+    """Start a run that outlasts the memory measurement (MLP 1024-1024, 30 epochs) from /Train."""
+    open_mlp_form(page, url, "1024,1024", 30)
     page.get_by_role("button", name="Start training").click()
     page.wait_for_function(_CHART_POINTS_JS, polling=250, timeout=COLD_TIMEOUT_MS)
 
@@ -430,15 +435,7 @@ def train_page(browser, server, models_dir: Path) -> dict:
     known = sorted(p.stem for p in models_dir.glob("*.json"))
     context, page = new_page(browser)
     try:
-        page.goto(f"{server.url}/Train")
-        page.get_by_role("button", name="Start training").wait_for(timeout=COLD_TIMEOUT_MS)
-        settle(page, 500)
-        page.get_by_text("MLP (dense layers)").click()
-        hidden = page.get_by_role("textbox", name="Hidden layers")
-        hidden.wait_for()
-        settle(page, 500)
-        hidden.fill(TRAIN["hidden"])
-        page.locator(".st-key-train_epochs input").fill(str(TRAIN["epochs"]))
+        open_mlp_form(page, server.url, TRAIN["hidden"], TRAIN["epochs"])
         page.locator(".st-key-train_lr input").fill(f"{TRAIN['lr']:.4f}")
         page.locator(".st-key-train_val_fraction input").fill(f"{TRAIN['val_fraction']:.2f}")
         size = set_slider(page, "train_size", f"{TRAIN['train_size']:,}")
