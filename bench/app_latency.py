@@ -325,8 +325,11 @@ def use_reading_pages(page, url: str) -> bool:
 
 
 _CHART_POINTS_JS = """() => {
-  const plot = document.querySelector('[data-testid="stMain"] .js-plotly-plot');
-  return plot && plot.data && plot.data.length ? plot.data[0].x.length : 0;
+  for (const plot of document.querySelectorAll('[data-testid="stMain"] .js-plotly-plot')) {
+    const trace = (plot.data || []).find(t => (t.name || '').startsWith('Training') && t.x);
+    if (trace) return trace.x.length;  // the live curves' per-batch points (not the data section's charts)
+  }
+  return 0;
 }"""
 _RUN_STATE_JS = """() => {
   const h = [...document.querySelectorAll('[data-testid="stMain"] h3')].map(e => e.textContent.trim());
