@@ -91,6 +91,7 @@ from tests.browser.server import (  # noqa: E402
     app_env,
     free_port,
     launch_chromium,
+    rss_mb,
     start_server,
 )
 
@@ -231,29 +232,16 @@ def _tree(pid: int, skip=()) -> list[int]:
     return out
 
 
-def _rss_mb(pids) -> float:
-    total_kb = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total_kb += int(line.split()[1])
-                    break
-        except OSError:
-            continue
-    return total_kb / 1024.0
-
-
 def memory_split(server_pid: int | None) -> dict | None:
     """RSS in MiB of the server (the Streamlit process and its descendants that are not Dask
     processes) and of its Dask scheduler and workers (each with its subtree)."""
     if not server_pid:
         return None
     dask = dask_processes(server_pid)
-    out = {"server": _rss_mb(_tree(server_pid, skip=tuple(dask))), "dask_scheduler": 0.0, "dask_workers": 0.0,
+    out = {"server": rss_mb(_tree(server_pid, skip=tuple(dask))), "dask_scheduler": 0.0, "dask_workers": 0.0,
            "dask_processes": len(dask)}
     for pid, role in dask.items():
-        out[f"dask_{role}s" if role == "worker" else "dask_scheduler"] += _rss_mb(_tree(pid))
+        out[f"dask_{role}s" if role == "worker" else "dask_scheduler"] += rss_mb(_tree(pid))
     return out
 
 

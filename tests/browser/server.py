@@ -185,12 +185,20 @@ def process_tree_rss_mb(pid: int) -> float:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry.name))
-    total_kb, todo = 0, [pid]
+    tree, todo = [], [pid]
     while todo:
         p = todo.pop()
+        tree.append(p)
         todo.extend(children.get(p, []))
+    return rss_mb(tree)
+
+
+def rss_mb(pids) -> float:
+    """Resident memory of the processes ``pids`` together, in MiB (from /proc; gone ones count 0)."""
+    total_kb = 0
+    for pid in pids:
         try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total_kb += int(line.split()[1])
                     break
