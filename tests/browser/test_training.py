@@ -36,12 +36,12 @@ PHONE = {"width": 412, "height": 915}
 EPOCHS_A = 20
 POLL_S = 1.5  # between two readings of the live chart
 MAX_POLL_GAP_S = 2.5  # a reading counts only if it came at most this long after the previous one
-GROWTHS = 3  # consecutive readings that must each show new points
+GROWTHS = 3  # consecutive readings that must each show a newer step
 MAX_POLLS = 20
 
-# The live chart's training curve: how many points it draws and the step of its newest one (the
-# curve is thinned to at most 300 points, so once a run is past 300 batches the count stays put
-# while the newest step moves on).
+# The live chart's training curve: how many points it draws and the step of its newest one. The curve
+# is thinned to at most 300 points by a stride that grows with the run, so past 300 batches the count
+# goes up and down between 150 and 300 while the newest step moves on: growth is read from the step.
 CHART_JS = """() => {
   const gd = [...document.querySelectorAll('.st-key-train_curves .js-plotly-plot')]
     .find(e => e.getBoundingClientRect().width > 0);  // the one on screen (a redraw may leave a hidden one)
@@ -119,7 +119,7 @@ def watch_chart(page) -> tuple[int, list[dict | None], list[float]]:
         if readings:
             before = readings[-1]
             gaps.append(round(now - then, 2))
-            grew = bool(state and before and state["last"] > before["last"] and state["points"] >= before["points"])
+            grew = bool(state and before and state["points"] and state["last"] > before["last"])
             streak = streak + 1 if grew and now - then <= MAX_POLL_GAP_S else 0
             best = max(best, streak)
         readings.append(state)
