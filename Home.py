@@ -1,10 +1,12 @@
 """Landing page: what the app does, the model in use, links to the pages, the models in the store."""
 
 import streamlit as st
+from ui.messages import markdown_table
+from ui.models import FAMILY_LABELS, default_name, listing, model_summary, training_summary
+from ui.page import page_exists, start_page
 
-import app_state
 
-entry = app_state.page("Home", ":material/draw:")
+entry = start_page("Home", ":material/draw:")
 
 st.title("Handwritten digit recognizer")
 st.markdown(
@@ -22,13 +24,13 @@ with st.container(border=True):
         meta = entry.meta
         st.markdown(f"#### Model in use: `{entry.name}`")
         family, params, acc = st.columns(3)
-        family.metric("Architecture", app_state.FAMILY_LABELS.get(meta.get("family"), str(meta.get("family", "?"))))
+        family.metric("Architecture", FAMILY_LABELS.get(meta.get("family"), str(meta.get("family", "?"))))
         n_params = meta.get("params", meta.get("param_count"))
         params.metric("Parameters", f"{n_params:,}" if isinstance(n_params, int) else "?")
         test_acc = meta.get("test_accuracy")
         acc.metric("Test accuracy", f"{test_acc:.2%}" if isinstance(test_acc, (int, float)) else "?",
                    help="Share of the 10,000 MNIST test images read correctly.")
-        st.caption(app_state.training_summary(meta)
+        st.caption(training_summary(meta)
                    + " Pick another model in the sidebar; the choice applies to your session only.")
 
 links = [("pages/1_Train.py", "Train", ":material/model_training:",
@@ -37,14 +39,14 @@ links = [("pages/1_Train.py", "Train", ":material/model_training:",
          ("pages/3_Upload.py", "Upload", ":material/upload:", "Read digits and numbers in image files"),
          ("pages/4_Evaluate.py", "Evaluate", ":material/analytics:", "Confusion matrix and mistakes"),
          ("pages/5_Corrections.py", "Corrections", ":material/rate_review:", "Review corrections, fine-tune on them")]
-links = [link for link in links if app_state.page_exists(link[0])]
+links = [link for link in links if page_exists(link[0])]
 for col, (path, label, icon, help_text) in zip(st.columns(len(links) or 1), links):
     with col.container(border=True):
         st.page_link(path, label=f"**{label}**", icon=icon)
         st.caption(help_text)
 
 st.subheader("Models in the store")
-models = app_state.listing()
+models = listing()
 for problem in models.problems.values():
     st.warning(problem, icon=":material/warning:")
 if not models.entries:
@@ -54,10 +56,10 @@ if not models.entries:
 # A Markdown table, not st.dataframe: the data grid's JavaScript (~1.3 MB) and pandas (~0.5 s to
 # import, holding the GIL while the browser's first requests wait) would delay the whole page for
 # a list of a few models (bench/app_latency.py, home_s).
-default = app_state.default_name(models)
-st.markdown(app_state.markdown_table(
+default = default_name(models)
+st.markdown(markdown_table(
     [{"model": f"**{e.name}**",
-      "type": app_state.FAMILY_LABELS.get(e.meta.get("family"), e.meta.get("family")),
+      "type": FAMILY_LABELS.get(e.meta.get("family"), e.meta.get("family")),
       "params": e.meta.get("params", e.meta.get("param_count")),
       "accuracy": e.meta.get("test_accuracy"),
       "train s": e.meta.get("train_seconds"),
@@ -77,18 +79,18 @@ st.caption("Test accuracy: on the 10,000 MNIST test images. ✓ in use: the mode
 def _curves(root: str, name: str, created: str, _history: dict):
     # Keyed by model identity, not by the (large) history itself. Plotly is imported only here:
     # Home's first render waits for nothing it does not show.
-    from core.charts import history_figure
+    from core.report.charts import history_figure
 
     return history_figure(_history.get("batch", []), _history.get("epoch", []), height=280)
 
 
 for e in models.entries:
     with st.expander(f"{e.name} — details"):
-        st.caption(app_state.model_summary(e.meta))
+        st.caption(model_summary(e.meta))
         layers = e.meta.get("layers") or []
         if layers:
             st.markdown("**Layers**")
-            st.markdown(app_state.markdown_table(
+            st.markdown(markdown_table(
                 layers, {key: key.capitalize() for key in layers[0]}, formats={"parameters": "{:,}"},
                 right=("parameters",)))
         history = e.meta.get("history") or {}

@@ -289,7 +289,7 @@ def store_models(models_dir: str | Path | None) -> set[str] | None:
     """The names of the models in the store (None: no store given)."""
     if models_dir is None:
         return None
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     return set(ModelStore(Path(models_dir)).list().names())
 

@@ -42,7 +42,7 @@ def load_model(name: str | None):
     from core import config
     from core.learning.persist import load_model
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore()
     listing = store.list()
@@ -52,7 +52,8 @@ def load_model(name: str | None):
     if chosen:
         return Predictor.load(chosen, store), load_model(store, chosen), chosen, f"from the store {store.root}"
     from core.learning.export import export_onnx
-    from core.learning.train import RECIPES, fit_detector, train
+    from core.learning.detector import fit_detector
+    from core.learning.train import RECIPES, train
     from core.serving.runtime import Runtime
 
     cfg = replace(RECIPES["fast"], epochs=1, train_size=20000)
@@ -72,8 +73,8 @@ STAGES = ("grey (canvas -> grey plane)", "ink (background, levels)", "crop", "fi
 def stage_split(predictor, canvas, calls: int = 1000) -> dict[str, float]:
     """Median microseconds of each step of ``Predictor.read(canvas)``, timed inside a loop of whole
     readings. Mirrors ``preprocess.to_mnist`` and ``Predictor._classify`` step by step."""
-    from core import preprocess as pp
-    from core.calibrate import apply_temperature
+    from core.reading import preprocess as pp
+    from core.serving.calibrate import apply_temperature
     from core.serving.predict import _as_batch
 
     clock, times = time.perf_counter, {k: [] for k in STAGES}
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = max(1, args.rounds)
     per_round = max(1, args.calls // rounds)
 
-    from core import preprocess
+    from core.reading import preprocess
     from core.data import cached_mnist
     from core.serving.predict import Predictor
 
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Sanity: every path gives the same answer on the same input.
     read = predictor.read(canvas)
-    from core.calibrate import apply_temperature
+    from core.serving.calibrate import apply_temperature
 
     # The read path shows calibrated probabilities; calibrate the reference alike to compare them.
     ref_probs = apply_temperature(np.asarray(model.predict(x_predict, verbose=0)), predictor.temperature)[0]

@@ -151,7 +151,7 @@ def default_figures(mnist) -> dict:
     from core.data import to_model_input
     from core.learning.persist import load_model
     from core.learning.train import test_accuracy
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore()
     listing = store.list()

@@ -1,7 +1,7 @@
-"""Framework-free core of the digit recognizer: data, preprocessing, models, training, store, serving.
+"""Framework-free core of the digit recognizer. Nothing here imports Streamlit.
 
-Nothing here imports Streamlit. Keras and TensorFlow are imported only in the learning tier
-(`core.learning`: model, train, finetune, persist, export), lazily, where models are built, trained,
-fine-tuned, saved, loaded or exported; reading and serving (preprocess, multi, novelty, store, serving)
-run on numpy, Pillow, scipy and ONNX Runtime. The import-linter contracts in pyproject.toml keep it so.
+Layers, top to bottom (import-linter contracts in pyproject.toml keep them, with no cycles):
+``__main__`` (the CLI), ``learning`` (the only package importing Keras/TensorFlow), ``report``
+(evaluation, charts), ``serving`` (ONNX Runtime), ``reading`` and ``storage`` (independent of each
+other), ``data`` (the bundled MNIST) and ``config``.
 """

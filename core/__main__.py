@@ -109,7 +109,7 @@ def cmd_train(args) -> int:
     import secrets
 
     from core.learning.runs import RunBoard, RunError
-    from core.store import ModelStore, StoreError
+    from core.storage.store import ModelStore, StoreError
 
     cfg = train_config(args)
     store = ModelStore()
@@ -168,7 +168,7 @@ def _follow(board, run_id: str):
 
 def _predictor(name: str | None):
     from core.serving.predict import Predictor
-    from core.store import ModelStore, StoreError
+    from core.storage.store import ModelStore, StoreError
 
     store = ModelStore()
     name = name or store.active_name()
@@ -199,7 +199,7 @@ def cmd_predict(args) -> int:
         try:
             data = Path(file).read_bytes()
             if args.multi:
-                from core.multi import read_number
+                from core.reading.segment import read_number
                 obj.update(read_number(pred, data).to_json())
             else:
                 obj.update(pred.read(data).to_json())
@@ -225,7 +225,7 @@ def cmd_activate(args) -> int:
     import numpy as np
 
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore()
     Predictor.load(args.name, store).probabilities(np.zeros((1, 28, 28), np.float32))
@@ -238,7 +238,7 @@ def cmd_export(args) -> int:
     """Export a stored model's inference file and fit its detector (learning tier: imports Keras)."""
     from core.learning.persist import load_model
     from core.learning.train import served_files
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore()
     model = load_model(store, args.name)
@@ -248,7 +248,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore()
     listing = store.list()
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from core.data import DataError
     from core.learning.runs import RunError
-    from core.store import ModelStore, StoreError
+    from core.storage.store import ModelStore, StoreError
 
     try:
         if args.command == "train":

@@ -35,14 +35,6 @@ class Mnist:
     path: Path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def mnist_path() -> Path:
     """The MNIST file in use: ``$DIGITS_MNIST_PATH`` if set, else the bundled one."""
     override = os.environ.get(config.MNIST_PATH_ENV)
@@ -88,7 +80,8 @@ def load_mnist(path: Path | None = None) -> Mnist:
         hint = ("Restore it from the repository (git checkout data/mnist.npz)." if bundled
                 else f"Unset {config.MNIST_PATH_ENV} to use the bundled copy.")
         raise DataError(f"MNIST file not found: {path}. {hint}")
-    digest = file_sha256(path)
+    with open(path, "rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
     if bundled and digest != config.BUNDLED_MNIST_SHA256:
         raise DataError(
             f"The bundled MNIST file {path} is corrupt: its SHA-256 is {digest}, expected "

@@ -5,20 +5,22 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import app_state
-from core.charts import class_distribution, digit_grid
+from core.report.charts import class_distribution, digit_grid
 from core.data import DataError, load_mnist, to_model_input
 from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, ModelSpec, default_spec
 from core.learning.train import TrainConfig
 from core.learning.runs import RunError
 from ui import runs
+from ui.messages import markdown_table, show_error
+from ui.models import MODEL_NAME, select_model, store
+from ui.page import start_page
 
 QUICK_SIZE, QUICK_EPOCHS = 6000, 1
 DEFAULT_HIDDEN = {"cnn": "256", "mlp": ",".join(map(str, DEFAULT_MLP_HIDDEN))}
 TRAIN_SIZES = [1000, 3000, 6000, 10000, 20000, 30000, 45000, 60000]
 BATCH_SIZES = [32, 64, 128, 256, 512, 1024]
 
-entry = app_state.page("Train", ":material/model_training:", layout="wide")
+entry = start_page("Train", ":material/model_training:", layout="wide")
 owner = runs.owner_token()
 
 st.session_state.setdefault("train_family", "cnn")
@@ -57,7 +59,7 @@ st.header("1 · The data", divider="gray")
 try:
     data = data_overview()
 except DataError as exc:
-    app_state.show_error(exc, "MNIST cannot be loaded")
+    show_error(exc, "MNIST cannot be loaded")
     st.stop()
 
 grid_col, dist_col = st.columns([3, 2], gap="large")
@@ -126,9 +128,9 @@ def _config(quick: bool) -> TrainConfig:
 
 
 def _use_button(name: str | None, key: str) -> None:
-    in_use = st.session_state.get(app_state.MODEL_NAME) == name
+    in_use = st.session_state.get(MODEL_NAME) == name
     st.button("Use this model", key=key, type="primary", disabled=not name or in_use,
-              on_click=app_state.select_model, args=(name,), icon=":material/check:",
+              on_click=select_model, args=(name,), icon=":material/check:",
               help="Select it for your session: the Draw and Upload pages will use it.")
     if in_use:
         st.caption("You are using this model.")
@@ -170,9 +172,9 @@ with form_col:
             cfg = _config(quick)
             board = runs.board()
             runs.refuse_if_too_many(board.runs(), owner)
-            board.submit(cfg, owner, command="streamlit: Train page", models_dir=str(app_state.store().root))
+            board.submit(cfg, owner, command="streamlit: Train page", models_dir=str(store().root))
         except (ValueError, RunError) as exc:
-            app_state.show_error(exc, "Check the settings" if isinstance(exc, ValueError) else "The run was not queued")
+            show_error(exc, "Check the settings" if isinstance(exc, ValueError) else "The run was not queued")
         else:
             st.rerun()
 
@@ -180,7 +182,7 @@ with status_col:
     try:
         shown = runs.show_run("train", owner, "train", _use_button)
     except RunError as exc:
-        app_state.show_error(exc, "Training is not available")
+        show_error(exc, "Training is not available")
         st.stop()
     if shown is None:
         st.info("No training run yet. Choose the settings and press **Start training**; the loss and accuracy "
@@ -200,7 +202,7 @@ def queue() -> None:
     st.caption(f"{workers} training worker{'s' if workers != 1 else ''}, one run each at a time; the others wait "
                "in order. Everyone's runs are listed; only the visitor who started a run can stop or cancel it.")
     if active:
-        st.markdown(app_state.markdown_table(active, {"who": "Started by", "what": "Run", "state": "State",
+        st.markdown(markdown_table(active, {"who": "Started by", "what": "Run", "state": "State",
                                                       "epochs": "Epochs", "progress": "Progress",
                                                       "starts or ends in": "Starts / ends in"}, right=("epochs",)))
     else:
@@ -209,7 +211,7 @@ def queue() -> None:
     if ended:
         st.markdown("**Finished recently** (every model is in the store, with its curves, for everyone: "
                     "pick one in the sidebar)")
-        st.markdown(app_state.markdown_table(
+        st.markdown(markdown_table(
             [{"model": r.model_name, "who": "you" if r.owned_by(owner) else "another visitor",
               "accuracy": r.test_accuracy, "time": runs.duration(r.train_seconds)} for r in ended],
             {"model": "Model", "who": "Started by", "accuracy": "Test accuracy", "time": "Training time"},

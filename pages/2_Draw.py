@@ -2,9 +2,14 @@
 
 import streamlit as st
 
-import app_state
-from core.charts import boxed_digits, probability_bar
-from core.multi import read_number
+from core.report.charts import boxed_digits, probability_bar
+from core.reading.segment import read_number
+from ui.canvas import drawing_canvas
+from ui.corrections import correction_form
+from ui.messages import show_error
+from ui.models import require_model, require_predictor
+from ui.page import start_page
+from ui.views import digit_tiles, model_view, not_a_digit_warning, why_caption, why_image
 
 CANVAS_PX = 280
 # Room for a few digits side by side when "Several digits" is on (same height, same brush); the
@@ -16,7 +21,7 @@ PENS = {"Marker": (20, "#FFFFFF"), "Fine pen": (6, "#FFFFFF"), "Pencil": (9, "#9
 CANVAS_KEY = "draw_canvas"
 SEEN_PX = 112
 
-entry = app_state.page("Draw", ":material/draw:", layout="wide")
+entry = start_page("Draw", ":material/draw:", layout="wide")
 st.session_state.setdefault("draw_clears", 0)
 st.session_state.setdefault("draw_multi", False)
 st.session_state.setdefault("draw_pen", "Marker")
@@ -24,7 +29,7 @@ st.session_state.setdefault("draw_pen", "Marker")
 st.title("Draw a digit")
 st.caption("Draw one digit, 0 to 9, with your mouse or finger — or several side by side with "
            "**Several digits** on. The prediction updates after every stroke.")
-entry = app_state.require_model(entry)
+entry = require_model(entry)
 
 
 def _clear() -> None:
@@ -39,7 +44,7 @@ def show_digit(predictor, image) -> None:
     try:
         prediction = predictor.read(image)
     except ValueError as exc:
-        app_state.show_error(exc, "This drawing cannot be read")
+        show_error(exc, "This drawing cannot be read")
         return
     if prediction.digit is None:
         st.info(f"Nothing to read yet ({prediction.message}). Draw a digit on the canvas.", icon=":material/draw:")
@@ -47,15 +52,15 @@ def show_digit(predictor, image) -> None:
     digit_col, conf_col, seen_col, why_col = st.columns([1, 1, 1, 1])
     digit_col.metric("Predicted digit", str(prediction.digit))
     conf_col.metric("Confidence", f"{prediction.confidence:.1%}")
-    seen_col.image(app_state.model_view(prediction.image, SEEN_PX), caption="What the model sees (28×28)")
-    app_state.why_image(predictor, prediction.image, prediction.digit, why_col, SEEN_PX)
+    seen_col.image(model_view(prediction.image, SEEN_PX), caption="What the model sees (28×28)")
+    why_image(predictor, prediction.image, prediction.digit, why_col, SEEN_PX)
     if not prediction.is_digit:
-        app_state.not_a_digit_warning()
+        not_a_digit_warning()
     elif prediction.confidence < 0.6:
         st.caption("The model is unsure. Try a larger, single, centred digit.")
-    app_state.why_caption(prediction.digit)
+    why_caption(prediction.digit)
     st.plotly_chart(probability_bar(prediction.probabilities), width="stretch", key="draw_probabilities")
-    app_state.correction_form([("", prediction.image, prediction.digit)], source="draw", model_name=entry.name,
+    correction_form([("", prediction.image, prediction.digit)], source="draw", model_name=entry.name,
                               label_key="draw_correct_label", save_key="draw_correct_save")
 
 
@@ -64,7 +69,7 @@ def show_number(predictor, image) -> None:
     try:
         reading = read_number(predictor, image)
     except ValueError as exc:
-        app_state.show_error(exc, "This drawing cannot be read")
+        show_error(exc, "This drawing cannot be read")
         return
     if not reading.digits:
         st.info(f"Nothing to read yet ({reading.message}) Draw digits side by side on the canvas.",
@@ -78,7 +83,7 @@ def show_number(predictor, image) -> None:
     boxes_col.image(boxed_digits(image, [d.box for d in reading.digits], labels, side=320, background="black"),
                     caption="The digits found, boxed left to right")
     if not reading.is_digit:
-        app_state.not_a_digit_warning()
+        not_a_digit_warning()
     import pandas as pd  # only for this table: a one-digit reading never loads pandas
 
     st.dataframe(pd.DataFrame({
@@ -89,9 +94,9 @@ def show_number(predictor, image) -> None:
         "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
         "Digit?": st.column_config.TextColumn("Digit?", help="'no': probably not a digit."),
     })
-    app_state.digit_tiles(predictor, reading.digits)
+    digit_tiles(predictor, reading.digits)
     targets = [(f"{i}. read as {d.digit}", d.image, d.digit) for i, d in enumerate(reading.digits, start=1)]
-    app_state.correction_form(targets, source="draw", model_name=entry.name, label_key="draw_correct_label",
+    correction_form(targets, source="draw", model_name=entry.name, label_key="draw_correct_label",
                               save_key="draw_correct_save", which_key="draw_correct_which")
 
 
@@ -102,7 +107,7 @@ def draw_and_read() -> None:
     with draw_col:
         st.space("small")  # room for the canvas toolbar, which floats above the drawing
         stroke_px, colour = PENS[st.session_state["draw_pen"]]
-        canvas = app_state.drawing_canvas(
+        canvas = drawing_canvas(
             stroke_width=stroke_px, stroke_color=colour, background_color="#000000",
             width=CANVAS_WIDE_PX if multi else CANVAS_PX, height=CANVAS_PX, drawing_mode="freedraw",
             return_image_data=True, initial_drawing={"objects": [], "clears": st.session_state["draw_clears"]},
@@ -123,7 +128,7 @@ def draw_and_read() -> None:
             what = "some digits side by side" if multi else "a digit"
             st.info(f"Draw {what} on the black canvas to see what the model reads.", icon=":material/draw:")
             return
-        predictor = app_state.require_predictor(entry)
+        predictor = require_predictor(entry)
         if multi:
             show_number(predictor, image)
         else:

@@ -6,10 +6,13 @@ import unicodedata
 import pandas as pd
 import streamlit as st
 
-import app_state
-from core.charts import boxed_digits, probability_bar
-from core.multi import read_number
-from core.preprocess import decode_image
+from core.report.charts import boxed_digits, probability_bar
+from core.reading.segment import read_number
+from core.reading.preprocess import decode_image
+from ui.corrections import correction_form
+from ui.models import require_model, require_predictor
+from ui.page import start_page
+from ui.views import digit_tiles, model_view, not_a_digit_warning, why_caption, why_image
 
 TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 MAX_DETAILED = 30  # per-file cards drawn; the table covers every file
@@ -38,7 +41,7 @@ def csv_cell(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-entry = app_state.require_model(app_state.page("Upload", ":material/upload:", layout="wide"))
+entry = require_model(start_page("Upload", ":material/upload:", layout="wide"))
 st.session_state.setdefault("upload_multi", False)
 
 st.title("Read digits in images")
@@ -53,7 +56,7 @@ if not files:
     st.info("Upload one or more images to read the digits in them.", icon=":material/upload:")
     st.stop()
 
-predictor = app_state.require_predictor(entry)
+predictor = require_predictor(entry)
 
 names = [display_name(f.name) for f in files]
 images = []
@@ -122,17 +125,17 @@ def digit_card(i: int, name: str, image, res) -> None:
     if res.digit is None:
         numbers.info(res.message.capitalize() if res.message else "No digit found.")
         return
-    seen.image(app_state.model_view(res.image, SEEN_PX), caption="What the model sees")
-    app_state.why_image(predictor, res.image, res.digit, why, SEEN_PX)
+    seen.image(model_view(res.image, SEEN_PX), caption="What the model sees")
+    why_image(predictor, res.image, res.digit, why, SEEN_PX)
     numbers.metric("Predicted digit", str(res.digit))
     numbers.metric("Confidence", f"{res.confidence:.1%}")
     with chart:
         st.plotly_chart(probability_bar(res.probabilities, title=None, height=220), width="stretch",
                         key=f"upload_probabilities_{i}")
     if not res.is_digit:
-        app_state.not_a_digit_warning()
-    app_state.why_caption(res.digit)
-    app_state.correction_form([("", res.image, res.digit)], source="upload", model_name=entry.name,
+        not_a_digit_warning()
+    why_caption(res.digit)
+    correction_form([("", res.image, res.digit)], source="upload", model_name=entry.name,
                               label_key=f"upload_correct_label_{i}", save_key=f"upload_correct_save_{i}")
 
 
@@ -151,7 +154,7 @@ def number_card(i: int, name: str, image, reading) -> None:
     with shown:
         st.image(boxed_digits(image, [d.box for d in reading.digits], labels, side=BOXED_PX),
                  caption=f"The digits found, boxed ({image.width}×{image.height})")
-        app_state.digit_tiles(predictor, reading.digits)
+        digit_tiles(predictor, reading.digits)
     numbers.metric("Number read", reading.number)
     numbers.metric("Lowest confidence", f"{min(d.confidence for d in reading.digits):.1%}",
                    help="The confidence of the digit the model is least sure of.")
@@ -162,9 +165,9 @@ def number_card(i: int, name: str, image, reading) -> None:
         "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
     })
     if not reading.is_digit:
-        app_state.not_a_digit_warning()
+        not_a_digit_warning()
     targets = [(f"{n}. read as {d.digit}", d.image, d.digit) for n, d in enumerate(reading.digits, start=1)]
-    app_state.correction_form(targets, source="upload", model_name=entry.name,
+    correction_form(targets, source="upload", model_name=entry.name,
                               label_key=f"upload_correct_label_{i}", save_key=f"upload_correct_save_{i}",
                               which_key=f"upload_correct_which_{i}")
 

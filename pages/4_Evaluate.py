@@ -4,15 +4,18 @@ and recall, the mistakes themselves, and the store's models side by side."""
 import pandas as pd
 import streamlit as st
 
-import app_state
 from core.data import DataError, cached_test_set
-from core.evaluate import Evaluation, confusion_heatmap, evaluate, per_class_bars
+from core.report.evaluate import Evaluation, confusion_heatmap, evaluate, per_class_bars
+from ui.messages import show_error
+from ui.models import FAMILY_LABELS, listing, require_model, require_predictor
+from ui.page import start_page
+from ui.views import model_view
 
 ANY = "Any"
 GALLERY_MAX = 48
 TILE_PX = 84
 
-entry = app_state.require_model(app_state.page("Evaluate", ":material/analytics:", layout="wide"))
+entry = require_model(start_page("Evaluate", ":material/analytics:", layout="wide"))
 st.session_state.setdefault("eval_true", ANY)
 st.session_state.setdefault("eval_pred", ANY)
 
@@ -28,13 +31,13 @@ def evaluation(root: str, name: str, mtime_ns: int, _predictor) -> Evaluation:
     return evaluate(_predictor, x_test, y_test)
 
 
-predictor = app_state.require_predictor(entry)
+predictor = require_predictor(entry)
 try:
     with st.spinner("Reading the 10,000 test images…"):
         ev = evaluation(str(entry.path.parent), entry.name, entry.path.stat().st_mtime_ns, predictor)
     x_test, _ = cached_test_set()
 except (DataError, OSError, ValueError) as exc:
-    app_state.show_error(exc, f"The model {entry.name!r} cannot be evaluated")
+    show_error(exc, f"The model {entry.name!r} cannot be evaluated")
     st.stop()
 
 # --- summary ---------------------------------------------------------------------------------------
@@ -42,7 +45,7 @@ acc_col, wrong_col, family_col, params_col = st.columns(4)
 acc_col.metric("Test accuracy", f"{ev.accuracy:.2%}", help="Share of the 10,000 MNIST test images read correctly.")
 wrong_col.metric("Mistakes", f"{len(ev.mistakes):,} of {ev.count:,}")
 family = entry.meta.get("family")
-family_col.metric("Architecture", app_state.FAMILY_LABELS.get(family, str(family or "?")))
+family_col.metric("Architecture", FAMILY_LABELS.get(family, str(family or "?")))
 n_params = entry.meta.get("params", entry.meta.get("param_count"))
 params_col.metric("Parameters", f"{n_params:,}" if isinstance(n_params, int) else "?")
 top = ev.top_confusions(5)
@@ -80,17 +83,17 @@ else:
     st.caption(f"{len(shown):,} {'mistake' if len(shown) == 1 else 'mistakes'}, the most confident first"
                + (f"; showing the first {GALLERY_MAX}." if len(shown) > GALLERY_MAX else "."))
     picked = shown[:GALLERY_MAX]
-    st.image([app_state.model_view(x_test[m["index"]] / 255.0, TILE_PX) for m in picked],
+    st.image([model_view(x_test[m["index"]] / 255.0, TILE_PX) for m in picked],
              caption=[f"{m['true']} read as {m['predicted']} ({m['confidence']:.0%})" for m in picked], width=TILE_PX)
 
 # --- the store's models side by side ---------------------------------------------------------------
 st.subheader("Models in the store")
 rows = []
-for e in app_state.listing().entries:
+for e in listing().entries:
     m = e.meta
     rows.append({
         "model": e.name + (" (yours)" if e.name == entry.name else ""),
-        "architecture": app_state.FAMILY_LABELS.get(m.get("family"), m.get("family")),
+        "architecture": FAMILY_LABELS.get(m.get("family"), m.get("family")),
         "parameters": m.get("params", m.get("param_count")),
         "test accuracy": m.get("test_accuracy"),
         "training time (s)": m.get("train_seconds"),

@@ -7,17 +7,20 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import app_state
-from core.charts import class_distribution
-from core.corrections import CorrectionStore
+from core.report.charts import class_distribution
+from core.storage.corrections import CorrectionStore
 from core.learning.finetune import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MNIST_MIX
 from core.learning.model import ModelSpec, default_spec
 from core.learning.train import TrainConfig
 from core.learning.runs import RunError
-from core.store import StoreError
+from core.storage.store import StoreError
 from ui import runs
+from ui.messages import show_error
+from ui.models import MODEL_NAME, select_model, store
+from ui.page import start_page
+from ui.views import model_view
 
-entry = app_state.page("Corrections", ":material/rate_review:", layout="wide")
+entry = start_page("Corrections", ":material/rate_review:", layout="wide")
 owner = runs.owner_token()
 st.session_state.setdefault("train_corrections_selected", [])
 
@@ -32,9 +35,9 @@ def spec_of(meta: dict) -> ModelSpec:
 
 
 def _use_button(name: str | None, key: str) -> None:
-    in_use = st.session_state.get(app_state.MODEL_NAME) == name
+    in_use = st.session_state.get(MODEL_NAME) == name
     st.button("Use this model", key=key, type="primary", disabled=not name or in_use,
-              on_click=app_state.select_model, args=(name,), icon=":material/check:",
+              on_click=select_model, args=(name,), icon=":material/check:",
               help="Select it for your session: the Draw and Upload pages will use it.")
 
 
@@ -74,17 +77,17 @@ def _start_finetune(base_name: str) -> None:
         if len(y) == 0:
             raise ValueError("There are no corrections to learn from yet. Correct a few predictions on the "
                              "Draw or Upload page first.")
-        base = app_state.store().meta(base_name)
+        base = store().meta(base_name)
         spec = spec_of(base)
         cfg = TrainConfig(spec=spec, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
                           learning_rate=DEFAULT_LEARNING_RATE, train_size=DEFAULT_MNIST_MIX, val_fraction=0.0,
                           augment=True)
         board.submit(cfg, owner, kind=runs.FINETUNE, base_model=base_name, corrections=(x, y),
-                     models_dir=str(app_state.store().root),
+                     models_dir=str(store().root),
                      command=f"streamlit: Corrections page, fine-tuned {base_name}",
                      info={"base_model": base_name, "corrections": int(len(y))})
     except (ValueError, RunError, StoreError, OSError, sqlite3.Error) as exc:
-        app_state.show_error(exc, "Fine-tuning cannot start")
+        show_error(exc, "Fine-tuning cannot start")
     else:
         st.rerun()
 
@@ -100,7 +103,7 @@ try:
     recent = corrections.list(limit=REVIEW_MAX)
     ids = [c.id for c in recent]  # only what is shown can be selected
 except (OSError, sqlite3.Error) as exc:
-    app_state.show_error(exc, f"The corrections in {corrections.path} cannot be read")
+    show_error(exc, f"The corrections in {corrections.path} cannot be read")
     count, label_counts, recent, ids = 0, np.zeros(10, int), [], []
 
 flash = st.session_state.pop("train_corrections_flash", None)
@@ -125,7 +128,7 @@ else:
                         width="stretch", key="train_corrections_counts")
 
     st.markdown("**Review**" + (f" — the newest {len(recent)} of {count:,}" if count > len(recent) else ""))
-    st.image([app_state.model_view(c.image_float, REVIEW_TILE_PX) for c in recent],
+    st.image([model_view(c.image_float, REVIEW_TILE_PX) for c in recent],
              caption=[_tile_caption(c) for c in recent], width=REVIEW_TILE_PX)
     st.dataframe(pd.DataFrame([{
         "id": c.id, "right digit": c.label, "model read": c.predicted, "source": SOURCES.get(c.source, c.source),
@@ -169,4 +172,4 @@ if fine_tune and entry is not None:
 try:
     runs.show_run(runs.FINETUNE, owner, "train_finetune", _use_button)
 except RunError as exc:
-    app_state.show_error(exc, "Fine-tuning is not available")
+    show_error(exc, "Fine-tuning is not available")

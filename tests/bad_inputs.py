@@ -286,7 +286,7 @@ def read_upload(predictor, data: bytes):
     Returns:
         A `core.serving.predict.Prediction`, or the `ValueError` (ImageReadError) the page shows as an error.
     """
-    from core.preprocess import decode_image
+    from core.reading.preprocess import decode_image
 
     try:
         image = decode_image(data)
@@ -378,7 +378,7 @@ def _in_main_thread() -> bool:
 def load_predictor(models_dir: Path | None = None, model: str = DEFAULT_MODEL):
     """A Predictor on ``model`` from ``models_dir`` (default: the repository's store)."""
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     # The model's files in THIS store (never the configured one).
     return Predictor.load(model, ModelStore(models_dir if models_dir is not None else ROOT / "models"))

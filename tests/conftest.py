@@ -19,7 +19,7 @@ def trained_store(tmp_path_factory) -> Path:
     (``test-mlp-copy``) so pickers have a choice. Read-only for tests: copy it to change it."""
     from core.learning.model import default_spec
     from core.learning.train import TrainConfig, save_result, train
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     root = tmp_path_factory.mktemp("models")
     result = train(TrainConfig(spec=default_spec("mlp"), **TINY_MLP))

@@ -242,7 +242,7 @@ STYLES: dict[str, Callable[[np.ndarray, np.random.Generator], object]] = {
     "canvas_transparent": lambda d, rng: as_canvas(d, rng, transparent=True),
     "canvas_black": lambda d, rng: as_canvas(d, rng, transparent=False),
 }
-"""Style name -> ``f(digit, rng)`` returning what to pass to `core.preprocess.to_mnist`."""
+"""Style name -> ``f(digit, rng)`` returning what to pass to `core.reading.preprocess.to_mnist`."""
 
 
 # --------------------------------------------------------------------------------------------

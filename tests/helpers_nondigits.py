@@ -1,4 +1,4 @@
-"""Pictures that are not digits, for testing the "not a digit" detector (`core.novelty`).
+"""Pictures that are not digits, for testing the "not a digit" detector (`core.serving.novelty`).
 
 The detector is fitted on digits only, so every kind here is one it never saw: letters rendered
 from the machine's fonts (characters that do not resemble digits), scribbles, random strokes,
@@ -161,7 +161,7 @@ def synthetic_non_digits(count: int, seed: int = SEED) -> tuple[np.ndarray, np.n
     Returns:
         (x, families): float32 (M, 28, 28) in [0, 1], M <= 2 * count, and str (M,) family names.
     """
-    from core import preprocess
+    from core.reading import preprocess
 
     rng = np.random.default_rng(seed)
     images, families = [], []

@@ -92,7 +92,7 @@ def test_upload_path_answers_every_file_cleanly_in_bounded_time_and_memory(corpu
 
 def test_upload_path_in_process_matches_the_batched_page_call(items, shipped_store):
     """The page decodes every file, then reads all decoded images in ONE read_many call."""
-    from core.preprocess import decode_image
+    from core.reading.preprocess import decode_image
 
     predictor = bi.load_predictor(shipped_store)
     decoded = []

@@ -1,4 +1,4 @@
-"""Temperature scaling (core/calibrate.py): shown confidences that match how often the model is right."""
+"""Temperature scaling (core/serving/calibrate.py): shown confidences that match how often the model is right."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from core import calibrate
+from core.serving import calibrate
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_shipped_model_confidence_is_calibrated():
     under 1 point) and a clear digit shows more than 97%."""
     from core.data import cached_mnist
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore()
     meta = store.meta("default-cnn")

@@ -8,7 +8,7 @@ import pytest
 
 from PIL import Image
 
-from core.charts import (BOX_ON_DARK, BOX_ON_LIGHT, MUTED, PRIMARY, VALIDATION, boxed_digits, class_distribution,
+from core.report.charts import (BOX_ON_DARK, BOX_ON_LIGHT, MUTED, PRIMARY, VALIDATION, boxed_digits, class_distribution,
                          digit_grid, history_figure, probability_bar)
 
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 def cli_store(tmp_path_factory):
     """A store with a small CNN trained for a couple of epochs (good enough to read clean digits)."""
     root = tmp_path_factory.mktemp("cli-models")
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     cfg = TrainConfig(spec=ModelSpec(family="cnn", filters=(16, 32), hidden=(64,)), epochs=2,
                       batch_size=128, train_size=20000, seed=0)

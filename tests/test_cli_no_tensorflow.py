@@ -60,9 +60,9 @@ def run_main(args: list[str], env: dict, timeout: float = 180) -> tuple[int, str
 def pictures(trained_store, tmp_path_factory) -> dict[str, Path]:
     """A photographed-style digit and a number on paper, which the fixture model reads right in
     this process (so the subprocess must give the same real answer)."""
-    from core.multi import read_number
+    from core.reading.segment import read_number
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
     from tests.test_pages import ink_on_paper_png, mnist_test_digit, number_on_paper_png
 
     folder = tmp_path_factory.mktemp("cli-pictures")
@@ -94,7 +94,7 @@ def test_predict_multi_json_without_tensorflow(cli_env, pictures):
 
 
 def test_evaluate_json_without_tensorflow(cli_env, trained_store):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     env, _ = cli_env
     rc, out, err, heavy = run_main(["evaluate", "--json"], env)
@@ -118,7 +118,7 @@ def test_list_without_tensorflow(cli_env):
 
 
 def test_activate_without_tensorflow(cli_env):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     env, store = cli_env
     rc, _, err, heavy = run_main(["activate", COPY], env)
@@ -129,7 +129,7 @@ def test_activate_without_tensorflow(cli_env):
 
 
 def test_activate_refuses_a_model_whose_served_file_was_altered(cli_env):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     env, store = cli_env
     onnx = store / f"{COPY}.onnx"
@@ -145,7 +145,7 @@ def test_activate_refuses_a_model_whose_served_file_was_altered(cli_env):
 
 
 def test_activate_refuses_an_unknown_model(cli_env):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     env, store = cli_env
     rc, out, err, _ = run_main(["activate", "nope"], env)

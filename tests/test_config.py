@@ -86,7 +86,7 @@ def test_cap_default_and_environment_parsing(monkeypatch):
 def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch, tiny_served_files):
     from core.learning.model import ModelSpec, build_model
     from core.learning.persist import save_model
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
     monkeypatch.setenv(config.MAX_USER_MODELS_ENV, "1")

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from core import config
-from core.corrections import DB_NAME, PIXELS, STORED_NOTE, CorrectionStore
+from core.storage.corrections import DB_NAME, PIXELS, STORED_NOTE, CorrectionStore
 
 ROOT = Path(__file__).resolve().parent.parent
 FONT_DIRS = (Path("/usr/share/fonts"), Path("/usr/local/share/fonts"))
@@ -141,7 +141,7 @@ def test_corrections_persist_across_a_restart(store):
     # A fresh interpreter (a restarted server) sees it, and what it adds is seen here.
     code = (
         "import sys, numpy as np\n"
-        "from core.corrections import CorrectionStore\n"
+        "from core.storage.corrections import CorrectionStore\n"
         "s = CorrectionStore(sys.argv[1])\n"
         "print([c.id for c in s.list(newest_first=False)], s.list()[0].label)\n"
         "print(s.add(np.zeros((28, 28), np.float32), 2, 8, 'draw', 'other'))\n"
@@ -256,7 +256,7 @@ def tiny_model():
 
 def test_finetune_reports_progress_and_never_touches_the_base(tiny_model, tmp_path):
     from core.learning.finetune import finetune, save_finetuned
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     before = [w.copy() for w in tiny_model.get_weights()]
     rng = np.random.default_rng(0)
@@ -285,7 +285,7 @@ def test_finetune_stops_on_request_and_keeps_the_model_so_far(tiny_model, tmp_pa
     """A stop is read after each batch: the fine-tuned copy so far is measured and can be saved,
     marked as stopped early."""
     from core.learning.finetune import finetune, save_finetuned
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     stop = threading.Event()
     stop.set()
@@ -305,7 +305,7 @@ def test_finetune_without_a_batch_is_not_saved(tiny_model, tmp_path):
     from dataclasses import replace
 
     from core.learning.finetune import finetune, save_finetuned
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     result = finetune(tiny_model, np.zeros((3, 28, 28), np.uint8), [1, 2, 3], mnist_mix=100, epochs=1)
     empty = replace(result, history={"epoch": [], "batch": []}, stopped=True)
@@ -338,10 +338,10 @@ def font_files() -> list[Path]:
 
 def render_digit(font: Path, digit: int, *, angle: float = 0.0, shear: float = 0.0, side: int = 128) -> np.ndarray:
     """A digit typed in ``font``, black on white, sheared and rotated, then normalized the way a
-    visitor's upload is (``core.preprocess.to_mnist``): float32 (28, 28) in [0, 1]."""
+    visitor's upload is (``core.reading.preprocess.to_mnist``): float32 (28, 28) in [0, 1]."""
     from PIL import Image, ImageDraw, ImageFont
 
-    from core.preprocess import to_mnist
+    from core.reading.preprocess import to_mnist
 
     page = Image.new("L", (side, side), 255)
     ImageDraw.Draw(page).text((side / 2, side / 2), str(digit), font=ImageFont.truetype(str(font), side * 5 // 8),
@@ -380,7 +380,7 @@ def decent_base():
     """The shipped default model if present, else core.learning.train.RECIPES["fast"] trained once (~99%)."""
     from core.learning.persist import load_model
     from core.learning.train import RECIPES, result_meta, train
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     shipped, name = ModelStore(config.ROOT / "models"), config.DEFAULT_MODEL_NAME
     if shipped.list().get(name):
@@ -395,7 +395,7 @@ def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path)
     from core.learning.finetune import finetune, save_finetuned
     from core.learning.persist import load_model
     from core.learning.train import probabilities, test_accuracy
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     base_name, base, base_meta = decent_base
     mnist = cached_mnist()

@@ -7,7 +7,7 @@ import pytest
 from core import config
 from core.data import cached_mnist
 from core.serving.predict import Predictor
-from core.store import ModelStore
+from core.storage.store import ModelStore
 
 SHIPPED = ModelStore(config.ROOT / "models")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.evaluate import (
+from core.report.evaluate import (
     Evaluation, confusion_heatmap, confusion_matrix, evaluate, evaluation_from_probabilities, per_class_bars,
     precision_recall_f1,
 )
@@ -82,13 +82,13 @@ def test_set():
 @pytest.fixture(scope="module")
 def small_eval(trained_store, test_set) -> Evaluation:
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     return evaluate(Predictor.load("test-mlp", ModelStore(trained_store)), *test_set)
 
 
 def test_evaluate_small_model_is_consistent(small_eval, test_set, trained_store):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     ev, (_, y) = small_eval, test_set
     n = len(y)
@@ -118,7 +118,7 @@ def test_evaluate_accepts_float_inputs_and_matches_the_keras_model(small_eval, t
     from core.learning.persist import load_model
     from core.learning.train import probabilities
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     x, y = test_set
     store = ModelStore(trained_store)
@@ -136,7 +136,7 @@ def test_evaluate_accepts_float_inputs_and_matches_the_keras_model(small_eval, t
 def test_evaluate_shows_calibrated_confidences(test_set, trained_store):
     """The mistakes gallery's confidences match the reading pages': same temperature, same digits."""
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     x, y = test_set
     store = ModelStore(trained_store)
@@ -221,11 +221,11 @@ def test_evaluate_page_shows_accuracy_filters_and_models(app_env, small_eval):
 def test_evaluate_page_measures_a_model_once(app_env, monkeypatch):
     import streamlit as st
 
-    import core.evaluate
+    import core.report.evaluate
 
     calls = []
-    real = core.evaluate.evaluate
-    monkeypatch.setattr(core.evaluate, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = core.report.evaluate.evaluate
+    monkeypatch.setattr(core.report.evaluate, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
     st.cache_data.clear()
     first = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     second = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()  # another visit, another session

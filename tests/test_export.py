@@ -22,7 +22,7 @@ def test_exported_outputs_match_keras_on_1000_test_images(store_dir, name, train
     from core.learning.model import feature_model
     from core.learning.persist import load_model
     from core.serving.runtime import Runtime
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore(ROOT / "models" if store_dir == "shipped" else trained_store)
     keras_probs, keras_features = feature_model(load_model(store, name))[0].predict(test_images, batch_size=500,
@@ -38,7 +38,7 @@ def test_export_of_a_fresh_model_round_trips(trained_store):
     from core.learning.export import export_onnx
     from core.learning.persist import load_model
     from core.serving.runtime import Runtime, RuntimeError_
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     model = load_model(ModelStore(trained_store), "test-mlp")
     runtime = Runtime(export_onnx(model))

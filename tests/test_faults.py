@@ -28,7 +28,7 @@ import pytest
 
 from core import config
 from core.learning.persist import load_model
-from core.store import ModelStore, StoreError
+from core.storage.store import ModelStore, StoreError
 
 ROOT = config.ROOT
 DEFAULT = config.DEFAULT_MODEL_NAME

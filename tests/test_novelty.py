@@ -1,6 +1,6 @@
 """"Not a digit": Fashion-MNIST and other non-digits flagged, real digits of every style kept.
 
-The detector (core/novelty.py) is fitted on MNIST digits only: Fashion-MNIST and the generated
+The detector (core/serving/novelty.py) is fitted on MNIST digits only: Fashion-MNIST and the generated
 non-digits of tests/helpers_nondigits.py are kinds it never saw.
 """
 
@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import novelty
-from core.novelty import NoveltyDetector, NoveltyError, sidecar_path
+from core.serving import novelty
+from core.learning import detector as fitting
+from core.serving.novelty import NoveltyDetector, NoveltyError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")  # Debian's dataset-fashion-mnist
 # Issue 15's goals are >= 97% of Fashion-MNIST flagged and <= 0.5% of digits. The detector does not
@@ -50,7 +51,7 @@ def png_112(image28: np.ndarray) -> bytes:
 def shipped():
     """A Predictor on the shipped default model, with the detector shipped beside it."""
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore(Path(__file__).resolve().parent.parent / "models")
     predictor = Predictor.load("default-cnn", store)
@@ -107,12 +108,12 @@ def test_saving_a_model_writes_its_files_and_deleting_removes_them(trained_store
     import shutil
 
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     root = tmp_path / "models"
     shutil.copytree(trained_store, root)
     store = ModelStore(root)
-    path = sidecar_path(store.keras_path("test-mlp"))
+    path = store.verify("test-mlp")[1]["novelty"]
     assert path.is_file(), "save_result did not write the detector beside the model"
     detector = NoveltyDetector.load(path)
     assert detector.means.shape[1] == sum(detector.sizes)
@@ -129,7 +130,7 @@ def test_a_damaged_detector_file_means_the_model_is_not_served(trained_store, tm
     import shutil
 
     from core.serving.predict import Predictor
-    from core.store import ModelStore, StoreError
+    from core.storage.store import ModelStore, StoreError
 
     root = tmp_path / "models"
     shutil.copytree(trained_store, root)
@@ -143,7 +144,7 @@ def test_a_damaged_detector_file_means_the_model_is_not_served(trained_store, tm
 
 def test_a_detector_for_other_features_is_switched_off(trained_store, caplog):
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     loaded = Predictor.load("test-mlp", ModelStore(trained_store))
     other, _, _ = _toy()
@@ -162,12 +163,12 @@ def _toy(seed: int = 0, dim: int = 6) -> tuple[NoveltyDetector, np.ndarray, np.n
     labels = np.repeat(np.arange(10), 300)
     features = centres[labels] + rng.normal(0, 1, (len(labels), dim))
     held = centres[labels] + rng.normal(0, 1, (len(labels), dim))
-    return novelty.fit(features, labels, held, [3, 3]), centres, held
+    return fitting.fit(features, labels, held, [3, 3]), centres, held
 
 
 def test_fit_flags_far_points_and_keeps_the_held_out_quantile():
     detector, centres, held = _toy()
-    assert np.mean(~detector.is_digit(held)) == pytest.approx(1 - novelty.FIT_QUANTILE, abs=0.003)
+    assert np.mean(~detector.is_digit(held)) == pytest.approx(1 - fitting.FIT_QUANTILE, abs=0.003)
     far = centres + 8.0  # between and beyond the clusters, in every feature
     assert not detector.is_digit(far).any()
     assert detector.is_digit(centres).all()
@@ -212,8 +213,4 @@ def test_scores_refuse_features_of_another_model():
 def test_fit_refuses_sizes_that_do_not_add_up():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="add up"):
-        novelty.fit(rng.random((100, 6)), np.arange(100) % 10, rng.random((10, 6)), [3, 2])
-
-
-def test_sidecar_path():
-    assert sidecar_path(Path("/m/default-cnn.keras")) == Path("/m/default-cnn.novelty.npz")
+        fitting.fit(rng.random((100, 6)), np.arange(100) % 10, rng.random((10, 6)), [3, 2])

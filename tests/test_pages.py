@@ -313,7 +313,7 @@ def test_training_and_corrections_pages_never_import_tensorflow(app_env, train_e
     # shows the saved model; the Corrections page is drawn; the training happened in a Dask worker,
     # so neither TensorFlow nor Keras was imported here.
     from core import config
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     models = tmp_path / "store"
     shutil.copytree(app_env, models)  # the fixture store is shared: the run saves into a copy
@@ -368,9 +368,9 @@ def test_home_shows_active_model_and_store(app_env):
 
 
 def test_markdown_table_formats_aligns_and_escapes():
-    import app_state
+    from ui.messages import markdown_table
 
-    table = app_state.markdown_table(
+    table = markdown_table(
         [{"name": "a|b", "n": 1234567, "acc": 0.99612, "note": "two\nlines"}, {"name": "c", "n": None, "acc": "?"}],
         {"name": "Name", "n": "Count", "acc": "Accuracy", "note": "Note"},
         formats={"n": "{:,}", "acc": "{:.2%}"}, right=("n", "acc"), center=("note",))
@@ -483,18 +483,18 @@ def canvas_proto(at: AppTest):
 
 
 def test_canvas_send_patch_finds_the_shipped_delay():
-    import app_state
+    from ui import canvas
 
     source = canvas_bundle().read_text(encoding="utf-8")
-    find, replace = app_state.canvas_send_patch(source, 25)
+    find, replace = canvas.canvas_send_patch(source, 25)
     assert source.count(find) == 1 and find.endswith("= 200"), find  # the component's 200 ms, once
     assert replace == find.replace("200", "25")
     patched = source.replace(find, replace)
-    assert app_state.canvas_send_patch(patched, 25) == (replace, replace)  # the sender now uses 25
+    assert canvas.canvas_send_patch(patched, 25) == (replace, replace)  # the sender now uses 25
     with pytest.raises(ValueError, match="sender"):
-        app_state.canvas_send_patch("export default () => {}", 25)  # another build: no patch
+        canvas.canvas_send_patch("export default () => {}", 25)  # another build: no patch
     with pytest.raises(ValueError, match="definition"):
-        app_state.canvas_send_patch(patched + f"; {replace}", 25)  # ambiguous: no patch
+        canvas.canvas_send_patch(patched + f"; {replace}", 25)  # ambiguous: no patch
 
 
 def test_draw_canvas_is_the_package_bundle_with_a_shorter_delay(app_env):
@@ -505,7 +505,7 @@ def test_draw_canvas_is_the_package_bundle_with_a_shorter_delay(app_env):
     proto = canvas_proto(at)
     assert proto.component_name == "digits.drawing_canvas"
     bundle = canvas_bundle()
-    find, replace = __import__("app_state").canvas_send_patch(bundle.read_text(encoding="utf-8"), config.CANVAS_SEND_MS_DEFAULT)
+    find, replace = __import__("ui.canvas").canvas.canvas_send_patch(bundle.read_text(encoding="utf-8"), config.CANVAS_SEND_MS_DEFAULT)
     # The loader fetches the package's own bundle from Streamlit's route (on the server's address as
     # the page reached its health check) and patches it in the browser.
     path = f"/_stcore/bidi-components/streamlit-drawable-canvas.streamlit_drawable_canvas/{bundle.name}"
@@ -515,8 +515,8 @@ def test_draw_canvas_is_the_package_bundle_with_a_shorter_delay(app_env):
 
 
 def test_draw_canvas_keeps_the_shipped_delay_when_asked_or_unpatchable(app_env, monkeypatch, caplog):
-    import app_state
     from core import config
+    from ui import canvas
 
     monkeypatch.setenv(config.CANVAS_SEND_MS_ENV, "shipped")
     at = app("pages/2_Draw.py").run()
@@ -529,10 +529,10 @@ def test_draw_canvas_keeps_the_shipped_delay_when_asked_or_unpatchable(app_env, 
     def unpatchable(source, delay_ms):
         raise ValueError("expected one debounced sender in the canvas bundle, found 0")
 
-    monkeypatch.setattr(app_state, "canvas_send_patch", unpatchable)
-    monkeypatch.setattr(app_state, "_canvas_problem_logged", False)
-    app_state._fast_canvas.cache_clear()
-    with caplog.at_level("WARNING", logger="app_state"):
+    monkeypatch.setattr(canvas, "canvas_send_patch", unpatchable)
+    monkeypatch.setattr(canvas, "_canvas_problem_logged", False)
+    canvas._fast_canvas.cache_clear()
+    with caplog.at_level("WARNING", logger="ui.canvas"):
         at = app("pages/2_Draw.py").run()
         at.session_state["draw_canvas"] = canvas_state(as_canvas(mnist_test_digit(2), np.random.default_rng(1),
                                                                  transparent=False))
@@ -597,7 +597,7 @@ def test_draw_says_when_it_is_probably_not_a_digit(app_env):
 
 def test_saving_a_correction_from_draw_stores_it_and_corrections_lists_and_deletes_it(app_env, train_env):
     from core import config
-    from core.corrections import CorrectionStore
+    from core.storage.corrections import CorrectionStore
 
     store = CorrectionStore()
     assert store.path.parent == config.app_data_dir() and str(store.path).startswith(os.environ["DIGITS_DATA_DIR"])
@@ -689,7 +689,7 @@ def test_upload_multi_reads_2026_and_boxes_the_digits(app_env):
 
 
 def test_upload_shows_the_heatmap_and_stores_a_correction(app_env):
-    from core.corrections import CorrectionStore
+    from core.storage.corrections import CorrectionStore
 
     at = app("pages/3_Upload.py").run()
     at.file_uploader(key="upload_files").set_value([("seven.png", ink_on_paper_png(mnist_test_digit(7)), "image/png")])
@@ -769,7 +769,7 @@ def _wait_until_training(at: AppTest, seconds: float = 120) -> AppTest:
 
 
 def test_train_form_starts_a_run_that_saves_a_model(empty_store_env, train_env):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     at = app("pages/1_Train.py").run()
     assert not at.exception
@@ -809,7 +809,7 @@ def test_train_form_rejects_bad_layer_sizes(empty_store_env, train_env):
 
 
 def test_another_visitor_watches_a_run_and_queues_their_own(empty_store_env, train_env):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     owner = app("pages/1_Train.py").run()
     owner.number_input(key="train_epochs").set_value(10)  # a CNN on 60,000 images: minutes (cancelled below)
@@ -864,7 +864,7 @@ def test_another_visitor_watches_a_run_and_queues_their_own(empty_store_env, tra
 
 
 def test_the_owner_stops_a_run_and_its_model_so_far_is_saved(empty_store_env, train_env):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     at = app("pages/1_Train.py").run()
     at.number_input(key="train_epochs").set_value(10)  # a CNN on 60,000 images: stopped long before its end
@@ -887,7 +887,7 @@ def test_the_owner_stops_a_run_and_its_model_so_far_is_saved(empty_store_env, tr
 # --- Corrections and fine-tuning ------------------------------------------------------------------------
 
 def test_finetune_needs_a_correction_and_a_model(app_env, train_env, monkeypatch, tmp_path):
-    from core.corrections import CorrectionStore
+    from core.storage.corrections import CorrectionStore
 
     at = app("pages/5_Corrections.py").run()
     assert not at.exception and not at.error, [e.message for e in at.exception] + texts(at.error)
@@ -918,8 +918,8 @@ def test_finetune_needs_a_correction_and_a_model(app_env, train_env, monkeypatch
 
 @pytest.mark.slow
 def test_finetune_on_corrections_queues_a_run_that_saves_a_model(app_env, train_env, tmp_path, monkeypatch):
-    from core.corrections import CorrectionStore
-    from core.store import ModelStore
+    from core.storage.corrections import CorrectionStore
+    from core.storage.store import ModelStore
 
     models = tmp_path / "store"
     shutil.copytree(app_env, models)  # the fixture store is shared: fine-tune into a copy

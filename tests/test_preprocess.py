@@ -3,7 +3,7 @@
 Inputs are real MNIST test digits re-rendered the way people supply them (tests/helpers_images.py)
 plus drawn shapes. Centre of mass is in pixel-index coordinates, where MNIST's own digits sit at
 (14.0, 14.0) +- 0.5 (i.e. within 1 px of the geometric centre 13.5). Cutting an image into several
-digits is core.multi's job (tests/test_multi.py).
+digits is core.reading.segment's job (tests/test_multi.py).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from core import preprocess as pp
-from core.preprocess import ImageReadError, NoDigitError
+from core.reading import preprocess as pp
+from core.reading.preprocess import ImageReadError, NoDigitError
 from tests import helpers_images as hi
 
 INDEX = np.arange(28)

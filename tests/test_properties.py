@@ -1,6 +1,6 @@
 """Property tests (Hypothesis) for the preprocessing contract.
 
-Whatever it is given, ``core.preprocess.to_mnist`` either returns a float32 (28, 28) array with
+Whatever it is given, ``core.reading.preprocess.to_mnist`` either returns a float32 (28, 28) array with
 finite values in [0, 1], or raises ``ValueError`` (``ImageReadError`` and ``NoDigitError`` are
 ValueErrors) with a non-empty message; ``decode_image`` raises only ``ImageReadError``. Nothing
 else escapes, and every call finishes within a few seconds.
@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from core import preprocess as pp
-from core.preprocess import ImageReadError, NoDigitError
+from core.reading import preprocess as pp
+from core.reading.preprocess import ImageReadError, NoDigitError
 
 CALL_LIMIT_S = 5.0  # per call, on a shared 2-core machine
 MAX_ELEMENTS = 300 * 300 * 4

@@ -27,7 +27,7 @@ N = 200
 @pytest.fixture(scope="module")
 def shipped():
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     return Predictor.load("default-cnn", ModelStore(Path(__file__).resolve().parent.parent / "models"))
 

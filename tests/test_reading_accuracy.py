@@ -7,7 +7,7 @@ import pytest
 
 from core import config
 from core.serving.predict import Predictor
-from core.store import ModelStore
+from core.storage.store import ModelStore
 from tests.helpers_images import STYLES, mnist_sample
 
 pytestmark = pytest.mark.slow

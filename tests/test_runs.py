@@ -28,7 +28,7 @@ from core import config
 from core.learning.model import MAX_HIDDEN_LAYERS, ModelSpec
 from core.learning.runs import NotOwner, RunBoard, RunError, RunSnapshot
 from core.learning.train import TrainConfig
-from core.store import ModelStore
+from core.storage.store import ModelStore
 
 ROOT = config.ROOT
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ TEST_MODEL = "test-mlp"  # the trained_store fixture's model (tests/conftest.py)
 @pytest.fixture(scope="module")
 def predictor(trained_store):
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     return Predictor.load(TEST_MODEL, ModelStore(trained_store))
 

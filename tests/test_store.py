@@ -16,7 +16,7 @@ import pytest
 from core import config
 from core.learning.model import ModelSpec, build_model
 from core.learning.persist import load_model, save_model
-from core.store import ModelStore, StoreError
+from core.storage.store import ModelStore, StoreError
 
 TINY = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
 
@@ -299,7 +299,7 @@ def test_a_stem_outside_the_model_is_refused(bytes_store):
 # PAUSED and sleeps until the parent SIGKILLs it.
 KILL_CHILD = r"""
 import sys, time
-from core import store as s
+from core.storage import store as s
 
 root, point = sys.argv[1], sys.argv[2]
 files = lambda v: {suffix: f"v{v} {suffix}".encode() for suffix in (".keras", ".onnx", ".novelty.npz")}

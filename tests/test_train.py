@@ -51,7 +51,7 @@ def test_mlp_one_epoch_on_10k_reaches_92_percent_with_progress():
 
 
 def test_stop_request_ends_training_within_one_batch_and_keeps_the_model_so_far(tmp_path):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     stop = threading.Event()
     seen = []
@@ -88,7 +88,7 @@ def test_stop_before_training_still_trains_one_batch():
 
 def test_a_run_without_a_batch_is_not_saved(tmp_path):
     from core.learning.train import TrainResult
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     cfg = TrainConfig(spec=ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False))
     model = build_model(cfg.spec, seed=0)

@@ -13,7 +13,7 @@ import secrets
 import numpy as np
 import streamlit as st
 
-from core.charts import history_figure
+from core.report.charts import history_figure
 from core.learning.runs import NotOwner, RunBoard, RunError, RunSnapshot
 
 OWNER_PARAM = "owner"  # the URL's query parameter that carries the visitor's owner token

@@ -5,7 +5,7 @@ second output (`core.learning.model.feature_model`): one graph, one forward pass
 
     image (N, 28, 28, 1) float32 in [0, 1]  ->  probabilities (N, 10), features (N, D)
 
-The features are what the "not a digit" detector (`core.novelty`) scores. ONNX Runtime serves the
+The features are what the "not a digit" detector (`core.serving.novelty`) scores. ONNX Runtime serves the
 file (`core.serving.runtime`) without TensorFlow.
 """
 

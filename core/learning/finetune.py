@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.calibrate import temperature_of
+from core.serving.calibrate import temperature_of
 from core.config import IMAGE_SIZE, NUM_CLASSES
 from core.data import Split, cached_mnist, to_model_input
 from core.learning.model import ModelSpec, default_spec
@@ -232,9 +232,9 @@ def save_finetuned(result: FinetuneResult, store=None, *, name: str | None = Non
 
     Raises:
         ValueError: the run was stopped before its first batch (a later stop saves the model so far).
-        core.store.StoreError: a bad or taken name.
+        core.storage.store.StoreError: a bad or taken name.
     """
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     if result.model is None or not result.history["batch"]:
         raise ValueError("This fine-tuning was stopped before its first batch; there is no model to save.")

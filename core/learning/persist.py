@@ -1,6 +1,6 @@
 """The Keras side of the model store: serialize a model into the store, and load it back.
 
-The store (`core.store.ModelStore`) only writes and checks files; this module, in the learning tier,
+The store (`core.storage.store.ModelStore`) only writes and checks files; this module, in the learning tier,
 is the one that turns a Keras model into the bytes of ``NAME.keras`` (`save_model`) and loads them
 again with ``safe_mode=True`` (`load_model`). The web tier never loads a ``.keras`` file: it serves
 the exported inference file written beside it.
@@ -13,7 +13,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from core.store import KERAS_SUFFIX, ModelStore, StoreError
+from core.storage.store import KERAS_SUFFIX, ModelStore, StoreError
 
 
 def _check_keras_file(path: Path) -> None:
@@ -60,10 +60,10 @@ def save_model(store: ModelStore, model, meta: dict, name: str | None = None, *,
         model: a Keras model.
         meta: metadata; ``params`` (the model's parameter count) and ``keras_version`` are added, and
             the store adds ``name``, ``created`` (unless given), ``files`` (each file's SHA-256) and,
-            over an existing model, ``stem`` (see `core.store.ModelStore.write`).
+            over an existing model, ``stem`` (see `core.storage.store.ModelStore.write`).
         name: the model's name (default: ``<family>-<UTC time>``).
         overwrite: replace a model of that name instead of refusing.
-        files: suffixes (such as `core.store.NOVELTY_SUFFIX`) -> the bytes of files that go beside the
+        files: suffixes (such as `core.storage.store.NOVELTY_SUFFIX`) -> the bytes of files that go beside the
             model's ``.keras``, with the same stem (its served files).
 
     Raises:

@@ -218,7 +218,7 @@ class RunBoard:
                 corrections, or a closed board.
         """
         from core.learning.tasks import run
-        from core.store import ModelStore, StoreError
+        from core.storage.store import ModelStore, StoreError
 
         if not owner:
             raise RunError("A run needs an owner token.")

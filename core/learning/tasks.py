@@ -92,7 +92,7 @@ def run(run_id: str, request: dict, models_dir: str) -> dict:
 
     Raises:
         WorkerLost: this run already started on a worker that died; it is not run twice.
-        core.store.StoreError, ValueError: the model cannot be saved, or bad settings.
+        core.storage.store.StoreError, ValueError: the model cannot be saved, or bad settings.
     """
     from distributed import Event, get_worker
 
@@ -123,7 +123,7 @@ def _outcome(reporter: _Reporter, result) -> str:
 
 def _train(request: dict, models_dir: str, reporter: _Reporter) -> dict:
     from core.learning.train import TrainConfig, save_result, train
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     cfg = TrainConfig.from_dict(request["config"])
     store = ModelStore(models_dir)
@@ -144,7 +144,7 @@ def _train(request: dict, models_dir: str, reporter: _Reporter) -> dict:
 def _finetune(request: dict, models_dir: str, reporter: _Reporter) -> dict:
     from core.learning.finetune import finetune, save_finetuned
     from core.learning.persist import load_model
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore(models_dir)
     base_name = request["base_model"]

@@ -128,7 +128,7 @@ class TrainResult:
     stopped: bool
     param_count: int
     data_sha256: str
-    temperature: float = 1.0  # fitted on the held-out validation images (core.calibrate); 1.0 without them
+    temperature: float = 1.0  # fitted on the held-out validation images (core.serving.calibrate); 1.0 without them
 
 
 ProgressHook = Callable[[Progress], None]
@@ -145,114 +145,15 @@ def one_cycle_lr(step: int, total_steps: int, peak: float, warmup: float = 0.25)
     return peak * (1.0 - frac) + peak * 1e-3 * frac
 
 
-# Augmentation: what real inputs do to a digit, each applied to a random share of every batch.
-AFFINE = {"rotation_deg": 10.0, "scale": 0.1, "shear": 0.15, "shift_px": 2.0}
-DEGRADE_SHARE = 0.25  # share of images that get each degradation below (independently)
-LOWRES_SIDES = (8, 28)  # down to a random side in this range (pixels of the 28x28 frame), then back up
-BLUR_SIGMA = (0.5, 1.5)  # Gaussian blur, pixels
-THICKNESS = 1.0  # strokes thickened or thinned by up to one 3x3 dilation / erosion (blended)
-
-
-def _affine(x, rng):
-    """Random small affine maps of a (B, 28, 28, 1) batch: rotation, scale, shear, shift (one fused op)."""
-    import tensorflow as tf
-
-    b = tf.shape(x)[0]
-    angle = rng.uniform([b], -AFFINE["rotation_deg"], AFFINE["rotation_deg"]) * (math.pi / 180.0)
-    scale = rng.uniform([b], 1.0 - AFFINE["scale"], 1.0 + AFFINE["scale"])
-    shear = rng.uniform([b], -AFFINE["shear"], AFFINE["shear"])
-    tx = rng.uniform([b], -AFFINE["shift_px"], AFFINE["shift_px"])
-    ty = rng.uniform([b], -AFFINE["shift_px"], AFFINE["shift_px"])
-    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
-    # Output->input map about the image centre (13.5, 13.5).
-    a0, a1 = cos, -sin + shear * cos
-    b0, b1 = sin, cos + shear * sin
-    c = 13.5
-    a2 = c - a0 * c - a1 * c - tx
-    b2 = c - b0 * c - b1 * c - ty
-    zeros = tf.zeros_like(a0)
-    transforms = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=tf.constant([28, 28]),
-        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
-    )
-
-
-def _some(x, changed, rng):
-    """``changed`` for a random DEGRADE_SHARE of the batch's images, ``x`` for the others."""
-    import tensorflow as tf
-
-    pick = rng.uniform([tf.shape(x)[0], 1, 1, 1]) < DEGRADE_SHARE
-    return tf.where(pick, changed, x)
-
-
-def _thickness(x, rng):
-    """Strokes thickened (3x3 dilation) or thinned (3x3 erosion), blended by a random amount."""
-    import tensorflow as tf
-
-    b = tf.shape(x)[0]
-    dilated = tf.nn.max_pool2d(x, 3, 1, "SAME")
-    eroded = -tf.nn.max_pool2d(-x, 3, 1, "SAME")
-    amount = rng.uniform([b, 1, 1, 1], -THICKNESS, THICKNESS)
-    return x + tf.maximum(amount, 0.0) * (dilated - x) + tf.maximum(-amount, 0.0) * (eroded - x)
-
-
-def _low_resolution(x, rng):
-    """The whole batch shrunk to one random side (antialiased) and scaled back up (bicubic)."""
-    import tensorflow as tf
-
-    side = tf.cast(rng.uniform([], LOWRES_SIDES[0], LOWRES_SIDES[1] + 1), tf.int32)
-    small = tf.image.resize(x, tf.stack([side, side]), method="area", antialias=True)
-    return tf.clip_by_value(tf.image.resize(small, [28, 28], method="bicubic"), 0.0, 1.0)
-
-
-def _blur(x, rng):
-    """The whole batch blurred by one random Gaussian (separable 7-tap kernel)."""
-    import tensorflow as tf
-
-    sigma = rng.uniform([], *BLUR_SIGMA)
-    taps = tf.exp(-0.5 * (tf.range(-3.0, 4.0) / sigma) ** 2)
-    taps = taps / tf.reduce_sum(taps)
-    x = tf.nn.conv2d(x, tf.reshape(taps, [7, 1, 1, 1]), 1, "SAME")
-    return tf.nn.conv2d(x, tf.reshape(taps, [1, 7, 1, 1]), 1, "SAME")
-
-
-def _as_read(x):
-    """What the reading path does to any image: ink scaled to its peak, levels stretched
-    (``core.preprocess``), so a faded or blurred digit reaches full ink again."""
-    import tensorflow as tf
-
-    peak = tf.maximum(tf.reduce_max(x, axis=[1, 2, 3], keepdims=True), 1e-3)
-    return tf.clip_by_value((x / peak - 0.1) / 0.5, 0.0, 1.0)
-
-
-def _augment_fn(seed: int, *, thickness: bool = True):
-    """A tf.data map over (B, 28, 28, 1) batches: small affine distortions of every image, then
-    (each on a random DEGRADE_SHARE of the images) thicker or thinner strokes (unless
-    ``thickness`` is False), low resolution and blur, each degraded image's levels restored as the
-    reading path restores them."""
-    import tensorflow as tf
-
-    rng = tf.random.Generator.from_seed(seed)
-
-    def augment(x, y):
-        x = _affine(x, rng)
-        degraded = _some(x, _thickness(x, rng), rng) if thickness else x
-        degraded = _some(degraded, _low_resolution(degraded, rng), rng)
-        degraded = _some(degraded, _blur(degraded, rng), rng)
-        changed = tf.reduce_any(tf.not_equal(degraded, x), axis=[1, 2, 3], keepdims=True)
-        return tf.where(changed, _as_read(degraded), x), y
-
-    return augment
-
-
 def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augment: bool):
     import tensorflow as tf
+
+    from core.learning.augment import augment_fn
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
     if augment:
-        ds = ds.map(_augment_fn(seed), num_parallel_calls=1)
+        ds = ds.map(augment_fn(seed), num_parallel_calls=1)
     return ds.prefetch(2)
 
 
@@ -386,7 +287,7 @@ def train(cfg: TrainConfig, *, hook: ProgressHook | None = None, stop: threading
     acc = test_accuracy(model, split.x_test, split.y_test) if trained else None
     temperature = 1.0
     if trained and len(split.y_val):
-        from core.calibrate import fit_temperature
+        from core.serving.calibrate import fit_temperature
 
         temperature = fit_temperature(probabilities(model, split.x_val), split.y_val)
     return TrainResult(cfg, model, history, acc, seconds, stopped, int(model.count_params()), mnist.sha256,
@@ -417,7 +318,7 @@ def result_meta(result: TrainResult, *, command: str | None = None, shipped: boo
         "data_sha256": result.data_sha256,
         "history": {"epoch": result.history["epoch"], "batch": _thin(result.history["batch"])},
         "layers": layer_summary(result.model),
-        # Shown confidences are softmax(logits / temperature) (core.calibrate); the digit never changes.
+        # Shown confidences are softmax(logits / temperature) (core.serving.calibrate); the digit never changes.
         "temperature": result.temperature,
     }
     if command:
@@ -448,10 +349,10 @@ def save_with_served_files(model, meta: dict, store=None, *, name: str | None = 
         The stored name.
 
     Raises:
-        core.store.StoreError: a bad or taken name (checked before the files are made).
+        core.storage.store.StoreError: a bad or taken name (checked before the files are made).
     """
     from core.learning.persist import save_model
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = store or ModelStore()
     if name is not None:
@@ -461,46 +362,9 @@ def save_with_served_files(model, meta: dict, store=None, *, name: str | None = 
 
 def served_files(model) -> dict[str, bytes]:
     """What the web tier serves a model from: its exported inference file (`core.learning.export`)
-    and its "not a digit" detector (`fit_detector`), by store suffix."""
+    and its "not a digit" detector (`core.learning.detector.fit_detector`), by store suffix."""
+    from core.learning.detector import fit_detector
     from core.learning.export import export_onnx
-    from core.store import NOVELTY_SUFFIX, ONNX_SUFFIX
+    from core.storage.store import NOVELTY_SUFFIX, ONNX_SUFFIX
 
     return {ONNX_SUFFIX: export_onnx(model), NOVELTY_SUFFIX: fit_detector(model).to_bytes()}
-
-
-# Digits the detector is fitted on (each given clean and augmented) and held out for its threshold.
-DETECTOR_FIT, DETECTOR_HELD = 20_000, 5_000
-
-
-def fit_detector(model, *, seed: int = 0):
-    """Fit the "not a digit" detector (`core.novelty`) of a trained model on MNIST training digits.
-
-    The digits are given as stored and through the training augmentation (`_augment_fn`) without
-    its stroke thickening, so low-resolution and blurred digits count as digits while solid blobs
-    do not (with it, 43% of generated non-digits were flagged instead of 62%, and no more real
-    digits kept: bench/reading_accuracy.py's tuning rows). Seconds on two cores.
-
-    Returns:
-        A `core.novelty.NoveltyDetector`.
-    """
-    import tensorflow as tf
-
-    from core import novelty
-    from core.learning.model import feature_model
-
-    mnist = cached_mnist()
-    order = np.random.default_rng(seed).permutation(len(mnist.y_train))
-    augment = _augment_fn(seed + 1, thickness=False)
-    features_of, sizes = feature_model(model)
-
-    def features(indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = mnist.x_train[indices].astype(np.float32)[..., None] / np.float32(255.0)
-        y = mnist.y_train[indices].astype(np.int64)
-        degraded = np.concatenate([augment(tf.constant(x[i:i + 1000]), None)[0].numpy()
-                                   for i in range(0, len(x), 1000)])
-        _, f = features_of.predict(np.concatenate([x, degraded]), batch_size=1000, verbose=0)
-        return f, np.concatenate([y, y])
-
-    fit_features, labels = features(order[:DETECTOR_FIT])
-    held_features, _ = features(order[DETECTOR_FIT:DETECTOR_FIT + DETECTOR_HELD])
-    return novelty.fit(fit_features, labels, held_features, sizes)

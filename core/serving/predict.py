@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.calibrate import apply_temperature, temperature_of
+from core.serving.calibrate import apply_temperature, temperature_of
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class Prediction:
         probabilities: float32 (10,) summing to 1, or None when no digit.
         image: the float32 (28, 28) input in [0, 1] the model saw, or None.
         message: why there is no digit (e.g. "no digit found: ..."), else "".
-        is_digit: False when the "not a digit" detector (`core.novelty`) says the image is
+        is_digit: False when the "not a digit" detector (`core.serving.novelty`) says the image is
             probably not a digit (a letter, a scribble, a photo of a shoe) or when no digit was
             found; True otherwise, including when no detector is available.
     """
@@ -64,14 +64,14 @@ class Predictor:
         runtime: the model's `core.serving.runtime.Runtime`.
         name: the store name, for display.
         meta: the model's store metadata (its calibration temperature).
-        detector: the model's `core.novelty.NoveltyDetector`; None: every ``is_digit`` is True.
+        detector: the model's `core.serving.novelty.NoveltyDetector`; None: every ``is_digit`` is True.
     """
 
     def __init__(self, runtime, name: str = "", meta: dict | None = None, detector=None):
         self.runtime = runtime
         self.name = name
         self.meta = meta or {}
-        # Confidence calibration fitted at training time (core.calibrate); 1.0 leaves them as they are.
+        # Confidence calibration fitted at training time (core.serving.calibrate); 1.0 leaves them as they are.
         self.temperature = temperature_of(self.meta)
         if detector is not None and detector.means.shape[1] != runtime.feature_count:
             log.warning("The \"not a digit\" detector of %r does not fit its exported model; it is off.",
@@ -84,11 +84,11 @@ class Predictor:
         """The stored model ``name``, served from its exported file after checking its checksums.
 
         Raises:
-            core.store.StoreError: unknown name, or files that are missing, altered or unloadable.
+            core.storage.store.StoreError: unknown name, or files that are missing, altered or unloadable.
         """
-        from core.novelty import NoveltyDetector, NoveltyError
+        from core.serving.novelty import NoveltyDetector, NoveltyError
         from core.serving.runtime import Runtime, RuntimeError_
-        from core.store import ModelStore, StoreError
+        from core.storage.store import ModelStore, StoreError
 
         store = store or ModelStore()
         meta, files = store.verify(name)
@@ -124,7 +124,7 @@ class Predictor:
 
         Returns:
             One `Prediction` per input, in order, with ``is_digit`` from the detector and the
-            probabilities calibrated by the model's ``temperature`` (`core.calibrate`).
+            probabilities calibrated by the model's ``temperature`` (`core.serving.calibrate`).
 
         Raises:
             ValueError: inputs of another shape.
@@ -148,7 +148,7 @@ class Predictor:
             preprocess.ImageReadError: the bytes are not a readable image.
             ValueError: an array of unusable shape or dtype.
         """
-        from core import preprocess
+        from core.reading import preprocess
 
         try:
             x28 = preprocess.to_mnist(source)
@@ -158,7 +158,7 @@ class Predictor:
 
     def read_many(self, sources: list) -> list[Prediction | Exception]:
         """Read several images with one batched model call; an unreadable one yields its exception."""
-        from core import preprocess
+        from core.reading import preprocess
 
         inputs, results = [], []
         for src in sources:

@@ -94,7 +94,7 @@ def assert_empty_prompt(page) -> None:
     assert canvas_has_ink(page) is False, "the canvas should be empty"
 
 
-# Which way the canvas component's script reached the page: app_state.drawing_canvas's loader
+# Which way the canvas component's script reached the page: ui.canvas.drawing_canvas's loader
 # fetches the package's bundle and patches its delay after a stroke ("fetch"); the package on its
 # own would load it as a module script ("script").
 _CANVAS_BUNDLE_LOADS_JS = """() => performance.getEntriesByType('resource')
@@ -130,7 +130,7 @@ def test_draw_digits_with_the_mouse(page, app_url, screenshot):
 
 def test_draw_behind_a_path_prefix(page, tmp_path):
     # Behind a proxy the app lives under a path (here --server.baseUrlPath digits): the canvas's loader
-    # (app_state.drawing_canvas) must find the component's bundle there too.
+    # (ui.canvas.drawing_canvas) must find the component's bundle there too.
     server = start_server(free_port(), app_env(ROOT / "models", tmp_path), base_url_path="digits",
                           log_path=tmp_path / "streamlit-digits.log", timeout=120)
     try:

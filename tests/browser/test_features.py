@@ -40,7 +40,7 @@ pytestmark = pytest.mark.browser
 
 COLD_TIMEOUT_MS = 180_000  # the first test may pay for TensorFlow's import and the model's load
 STEP_TIMEOUT_MS = 60_000
-NOT_A_DIGIT = "probably not a digit"  # app_state.NOT_A_DIGIT's words
+NOT_A_DIGIT = "probably not a digit"  # ui.views.NOT_A_DIGIT's words
 WHY_CAPTION = "Why this digit"
 FASHION_IMAGES = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")  # Debian's dataset-fashion-mnist
 FASHION_BOOT = 0  # test image 0: an ankle boot

@@ -32,7 +32,7 @@ def test_drawn_digits_are_read_right_by_the_shipped_model():
     """The strokes the load test draws are digits the served model reads (else 'wrong digit' would
     blame the app for the test's handwriting)."""
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     assert len(LOAD_DIGITS) >= 8
     store = ModelStore(ROOT / "models")
@@ -48,7 +48,7 @@ def test_drawn_digits_are_read_right_by_the_shipped_model():
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_four_sessions_draw_while_two_visitors_queue_runs(app_server, models_dir):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     served = ModelStore(models_dir).active_name()
     assert served == MODEL, f"the test server serves {served!r}; the drawn digits are checked on {MODEL!r}"

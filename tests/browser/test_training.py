@@ -154,7 +154,7 @@ def no_run_left(dask_cluster):
 
 
 def test_two_visitors_share_the_training_queue(visitors, cluster_app_server, no_run_left, screenshot):
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     url = cluster_app_server.url
     store = ModelStore(Path(cluster_app_server.env["DIGITS_MODELS_DIR"]))

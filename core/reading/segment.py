@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from core import preprocess
+from core.reading import preprocess
 
 Box = tuple[int, int, int, int]
 
@@ -40,7 +40,7 @@ class DigitReading:
         box: ``(x, y, width, height)`` of the digit's ink in the original image's pixels.
         probabilities: float32 (10,) summing to 1.
         image: float32 (28, 28) in [0, 1], the input the model saw.
-        is_digit: False when the "not a digit" detector flags this glyph (see `core.novelty`).
+        is_digit: False when the "not a digit" detector flags this glyph (see `core.serving.novelty`).
     """
 
     digit: int

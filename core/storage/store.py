@@ -37,7 +37,7 @@ from core import config
 
 KERAS_SUFFIX = ".keras"
 ONNX_SUFFIX = ".onnx"  # the exported inference file (core.learning.export)
-NOVELTY_SUFFIX = ".novelty.npz"  # the "not a digit" detector (core.novelty)
+NOVELTY_SUFFIX = ".novelty.npz"  # the "not a digit" detector (core.serving.novelty)
 # The files a model needs to be served, by role.
 SERVED = {"onnx": ONNX_SUFFIX, "novelty": NOVELTY_SUFFIX}
 FILE_SUFFIXES = (KERAS_SUFFIX, *SERVED.values())  # every file the store keeps for a model, besides its metadata
@@ -124,11 +124,8 @@ def file_sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _digests:
-        digest = hashlib.sha256()
         with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
-        _digests[key] = digest.hexdigest()
+            _digests[key] = hashlib.file_digest(fh, "sha256").hexdigest()
     return _digests[key]
 
 

@@ -9,7 +9,7 @@ This module repeats those steps, one small function each:
 
 Thresholds only find where the ink is (the crop box, "is there ink at all"); the image the model
 sees is always the antialiased ink map itself, so soft, grey and thin strokes keep their shape.
-`to_mnist` runs the whole chain; `core.multi` cuts an ink map into digits and calls `digit_input`
+`to_mnist` runs the whole chain; `core.reading.segment` cuts an ink map into digits and calls `digit_input`
 on each.
 
 Conventions: numpy arrays are indexed ``(rows, cols)``; Pillow sizes are ``(width, height)``.

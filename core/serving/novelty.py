@@ -8,11 +8,11 @@ method of Lee et al., 2018, "A simple unified framework for detecting out-of-dis
 samples"). Early layers see strokes and texture (a shoe's solid leather, a sweater's knit), late
 ones the digit's shape. The score adds the layers' log distances, each relative to its median on
 digits; an input is "probably not a digit" when its score exceeds a high quantile
-(`FIT_QUANTILE`) of the scores of held-out MNIST training digits, given clean and with the
+(`core.learning.detector.FIT_QUANTILE`) of the scores of held-out MNIST training digits, given clean and with the
 training augmentation (low resolution, blur: the variation real inputs show).
 
 Fitting sees digits only: no non-digit data set, real or generated, is used to fit or tune it.
-It runs once, when a model is saved (`core.learning.train.fit_detector`); the arrays are stored beside the
+It runs once, when a model is saved (`core.learning.detector.fit_detector`); the arrays are stored beside the
 model as ``NAME.novelty.npz``. Serving only scores: numpy, a few small matrix products.
 """
 
@@ -25,11 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.store import NOVELTY_SUFFIX
 
 FORMAT_VERSION = 3  # 3: per-layer Mahalanobis distances over `core.learning.model.feature_model`'s features
-FIT_QUANTILE = 0.99  # share of held-out digits (clean and augmented) scored below the threshold
-COVARIANCE_SHRINK = 0.01  # ridge, as a share of the mean variance, added to each layer's covariance
 
 
 class NoveltyError(ValueError):
@@ -150,54 +147,3 @@ class NoveltyDetector:
         except OSError as exc:
             raise NoveltyError(f"cannot read {path}: {exc.strerror or exc}") from exc
         return cls.from_bytes(data)
-
-
-def _class_gaussian(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class means (10, d) and W (d, d) with W W^T = the inverse of the shrunk shared covariance."""
-    features = features.astype(np.float64)
-    means = np.stack([features[labels == k].mean(axis=0) for k in range(10)])
-    centred = features - means[labels]
-    cov = centred.T @ centred / len(centred)
-    cov += COVARIANCE_SHRINK * np.trace(cov) / len(cov) * np.eye(len(cov))
-    return means, np.linalg.cholesky(np.linalg.inv(cov))
-
-
-def fit(features: np.ndarray, labels: np.ndarray, held_out: np.ndarray, sizes: list[int]) -> NoveltyDetector:
-    """Fit the detector on digits' features.
-
-    Args:
-        features: float32 (N, D) features of MNIST training digits (`core.learning.model.feature_model`).
-        labels: int (N,) their digits.
-        held_out: float32 (M, D) features of other training digits, for the threshold.
-        sizes: each layer's feature count, summing to D.
-
-    Returns:
-        The fitted `NoveltyDetector`; `FIT_QUANTILE` of ``held_out`` scores at most 0.
-
-    Raises:
-        ValueError: sizes that do not sum to D, or a class without examples.
-    """
-    features, labels = np.asarray(features, np.float32), np.asarray(labels, np.int64)
-    dim = features.shape[1]
-    if sum(sizes) != dim:
-        raise ValueError(f"Layer sizes {sizes} do not add up to the {dim} features.")
-    if set(np.unique(labels)) != set(range(10)):
-        raise ValueError("Fitting needs examples of all ten digits.")
-    means = np.zeros((10, dim), np.float32)
-    whiten = np.zeros((dim, dim), np.float32)
-    start = 0
-    for size in sizes:
-        block = slice(start, start + size)
-        means[:, block], whiten[block, block] = _class_gaussian(features[:, block], labels)
-        start += size
-    partial = NoveltyDetector(np.asarray(sizes, np.int64), means, whiten, np.ones(len(sizes)), np.asarray(0.0))
-    medians = np.median(partial.distances(features), axis=0).astype(np.float64)
-    detector = NoveltyDetector(partial.sizes, means, whiten, medians, np.asarray(0.0))
-    threshold = float(np.quantile(detector.scores(held_out), FIT_QUANTILE))
-    return NoveltyDetector(partial.sizes, means, whiten, medians, np.asarray(threshold))
-
-
-def sidecar_path(keras_path: Path | str) -> Path:
-    """``NAME.novelty.npz`` next to ``NAME.keras``."""
-    keras_path = Path(keras_path)
-    return keras_path.with_name(keras_path.stem + NOVELTY_SUFFIX)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import plotly.graph_objects as go
 
-from core.calibrate import apply_temperature
-from core.charts import FONT, GRID, MARGIN, PRIMARY, VALIDATION
+from core.serving.calibrate import apply_temperature
+from core.report.charts import FONT, GRID, MARGIN, PRIMARY, VALIDATION
 from core.config import NUM_CLASSES
 
 # Heatmap colours from white (no image) to the app's indigo (the most images in a cell).
@@ -168,7 +168,7 @@ def evaluate(predictor, x_test: np.ndarray, y_test: np.ndarray) -> Evaluation:
     if len(x) != len(np.asarray(y_test).reshape(-1)):
         raise ValueError(f"Got {len(x)} images but {np.asarray(y_test).size} labels.")
     # Confidences as the Draw and Upload pages show them: calibrated by the model's temperature
-    # (core.calibrate). The digits, and so every count, are the network's own.
+    # (core.serving.calibrate). The digits, and so every count, are the network's own.
     probs = apply_temperature(predictor.probabilities(x), predictor.temperature)
     return evaluation_from_probabilities(probs, y_test)
 

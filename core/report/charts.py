@@ -233,7 +233,7 @@ def boxed_digits(image: Image.Image | np.ndarray, boxes: Sequence[tuple[int, int
         image: a PIL image of any mode, or a uint8 array ``(rows, cols)`` / ``(rows, cols, 3|4)``
             (e.g. the drawing canvas' RGBA array).
         boxes: ``(x, y, width, height)`` per digit in the image's pixels (x = column), as
-            ``core.multi.DigitReading.box`` gives them.
+            ``core.reading.segment.DigitReading.box`` gives them.
         labels: the text drawn on each box (the digit read), one per box.
         side: the longer side of the result, in pixels (the image is scaled up or down to it, so
             lines and labels keep one size whatever the image's size).

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from core import multi
+from core.reading import segment
 from tests import helpers_images as hi
 
 # Four-digit numbers read exactly right, out of NUMBERS (measured 95-96% with the "fast" recipe's CNN).
@@ -23,7 +23,7 @@ def served():
 
     """
     from core.serving.predict import Predictor
-    from core.store import ModelStore
+    from core.storage.store import ModelStore
 
     store = ModelStore()
     name = store.active_name()
@@ -115,7 +115,7 @@ def test_reads_four_digit_numbers(served, mnist_test):
         truth = "".join(str(int(y[j])) for j in pick)
         picture, _ = number_on_paper([x[j] for j in pick], rng)
         source = hi.encode(picture, "JPEG", quality=85) if i % 2 else hi.encode(picture, "PNG")
-        reading = multi.read_number(served, source)
+        reading = segment.read_number(served, source)
         exact += reading.number == truth
         found_four += len(reading.digits) == 4
         if reading.number != truth:
@@ -130,7 +130,7 @@ def test_boxes_are_tight_and_in_the_pictures_pixels(served, mnist_test):
     x, y = mnist_test
     rng = np.random.default_rng(7)
     picture, boxes = number_on_paper([x[0], x[1], x[2], x[3]], rng, gaps=[30, 30, 30])
-    reading = multi.read_number(served, picture)
+    reading = segment.read_number(served, picture)
     assert len(reading.digits) == 4
     for digit, (bx, by, bw, bh) in zip(reading.digits, boxes):
         x0, y0, w, h = digit.box
@@ -146,7 +146,7 @@ def test_boxes_of_a_downscaled_picture_map_back(served, mnist_test):
                                                      Image.Resampling.BILINEAR))
     canvas = np.full((big.shape[0], 4100), int(np.median(big)), np.uint8)
     canvas[:, 100 : 100 + big.shape[1]] = big
-    reading = multi.read_number(served, hi.encode(canvas, "PNG"))
+    reading = segment.read_number(served, hi.encode(canvas, "PNG"))
     assert len(reading.digits) == 2
     for digit, (bx, by, bw, bh) in zip(reading.digits, boxes):
         x0, y0, w, h = digit.box
@@ -162,8 +162,8 @@ def test_exif_rotated_photo_gives_upright_boxes(served, mnist_test):
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # shown upright with EXIF orientation 6
     exif = Image.Exif()
     exif[hi.EXIF_ORIENTATION_TAG] = 6
-    reading = multi.read_number(served, hi.encode(stored, "JPEG", quality=90, exif=exif.tobytes()))
-    assert multi.source_size(hi.encode(stored, "JPEG", exif=exif.tobytes())) == upright.size
+    reading = segment.read_number(served, hi.encode(stored, "JPEG", quality=90, exif=exif.tobytes()))
+    assert segment.source_size(hi.encode(stored, "JPEG", exif=exif.tobytes())) == upright.size
     assert len(reading.digits) == 2
     for digit in reading.digits:
         x0, y0, w, h = digit.box
@@ -171,7 +171,7 @@ def test_exif_rotated_photo_gives_upright_boxes(served, mnist_test):
 
 
 def test_canvas_42(served):
-    reading = multi.read_number(served, canvas_42())
+    reading = segment.read_number(served, canvas_42())
     assert reading.number == "42"
     (x4, y4, w4, h4), (x2, _, _, _) = (d.box for d in reading.digits)
     assert 45 <= x4 <= 60 and 40 <= y4 <= 55 and h4 >= 185 and x4 + w4 < x2  # the 4 is both strokes
@@ -194,7 +194,7 @@ def test_broken_strokes_of_one_digit_are_not_split(served, mnist_test):
                             max(4 - c, 0) : 9 - max(c + 5 - coverage.shape[1], 0)]] = 0.0
             sheet = hi.place(np.full((coverage.shape[0] + 60, coverage.shape[1] + 60), 225.0, np.float32),
                              coverage, 30, 30, 40.0)
-            reading = multi.read_number(served, sheet.astype(np.uint8))
+            reading = segment.read_number(served, sheet.astype(np.uint8))
             assert len(reading.digits) == 1, f"a broken {label} (test image {index}) became {reading.number!r}"
             checked += 1
     assert checked == 50
@@ -208,7 +208,7 @@ def test_segment_keeps_dotted_strokes_with_their_digit():
     ink[20:100, 150:156] = 1.0  # another 1
     ink[40:80, 170:210] = 1.0  # a block as the third digit
     ink[110:112, 250:252] = 1.0  # a speck
-    boxes = multi.segment(ink)
+    boxes = segment.segment(ink)
     assert [b[0] for b in boxes] == [40, 150, 170]
     assert boxes[0][2] == 97 - 40  # the 1 and its dotted bar: columns 40..96
 
@@ -217,12 +217,12 @@ def test_digits_two_pixels_apart_are_two_digits(served, mnist_test):
     x, y = mnist_test
     zeros = np.flatnonzero(y == 0)[:2]
     picture, _ = number_on_paper([x[zeros[0]], x[zeros[1]]], np.random.default_rng(12), gaps=[2])
-    assert len(multi.read_number(served, picture).digits) == 2
+    assert len(segment.read_number(served, picture).digits) == 2
 
 
 def test_blank_image_reads_no_number(served):
     blank = np.full((200, 400), 230, np.uint8)
-    reading = multi.read_number(served, blank)
+    reading = segment.read_number(served, blank)
     assert reading.number == "" and reading.digits == []
     assert "no digit found" in reading.message
     assert reading.to_json() == {"number": "", "digits": [], "is_digit": False, "message": reading.message}
@@ -231,7 +231,7 @@ def test_blank_image_reads_no_number(served):
 def test_json_shape(served, mnist_test):
     x, y = mnist_test
     picture, _ = number_on_paper([x[0], x[1]], np.random.default_rng(13), gaps=[30])
-    obj = multi.read_number(served, hi.encode(picture, "PNG")).to_json()
+    obj = segment.read_number(served, hi.encode(picture, "PNG")).to_json()
     assert set(obj) == {"number", "digits", "is_digit"}
     assert obj["number"] == "".join(str(d["digit"]) for d in obj["digits"])
     for d in obj["digits"]:
@@ -252,19 +252,19 @@ def test_all_digits_go_through_one_model_call(served, mnist_test, monkeypatch):
         return original(self, batch)
 
     monkeypatch.setattr(type(served), "predict_inputs", counting)
-    reading = multi.read_number(served, picture)
+    reading = segment.read_number(served, picture)
     assert len(calls) == 1 and calls[0] >= len(reading.digits) == 4
 
 
 def test_unreadable_bytes_raise_image_read_error(served):
-    from core.preprocess import ImageReadError
+    from core.reading.preprocess import ImageReadError
 
     with pytest.raises(ImageReadError):
-        multi.read_number(served, b"not an image")
+        segment.read_number(served, b"not an image")
 
 
 def test_map_box_scales_back():
-    assert multi.map_box((10, 20, 5, 6), (100, 200), None) == (10, 20, 5, 6)
-    assert multi.map_box((10, 20, 5, 6), (100, 200), (200, 100)) == (10, 20, 5, 6)
-    assert multi.map_box((10, 20, 5, 6), (100, 200), (600, 300)) == (30, 60, 15, 18)
-    assert multi.map_box((199, 99, 1, 1), (100, 200), (599, 299)) == (596, 296, 3, 3)  # clipped to the image
+    assert segment.map_box((10, 20, 5, 6), (100, 200), None) == (10, 20, 5, 6)
+    assert segment.map_box((10, 20, 5, 6), (100, 200), (200, 100)) == (10, 20, 5, 6)
+    assert segment.map_box((10, 20, 5, 6), (100, 200), (600, 300)) == (30, 60, 15, 18)
+    assert segment.map_box((199, 99, 1, 1), (100, 200), (599, 299)) == (596, 296, 3, 3)  # clipped to the image

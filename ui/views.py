@@ -1,0 +1,67 @@
+"""Around a prediction: what the model saw, why it answered (saliency), and "not a digit"."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from core.serving.saliency import overlay, saliency
+
+
+NOT_A_DIGIT = ("This is probably not a digit — not sure. The model must still answer 0–9, so the digit "
+               "shown is only its nearest guess.")
+
+
+def not_a_digit_warning(container=None) -> None:
+    """Say in words that the "not a digit" detector flagged the image (the metrics stay)."""
+    (container or st).warning(NOT_A_DIGIT, icon=":material/help:")
+
+
+def model_view(x28, size_px: int = 168):
+    """The (28, 28) float image in [0, 1] the model saw, upscaled with nearest-neighbour (crisp pixels)."""
+    pixels = np.clip(np.rint(np.asarray(x28, np.float32).reshape(28, 28) * 255), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels).resize((size_px, size_px), Image.Resampling.NEAREST)
+
+
+WHY_CAPTION = "Why this digit"
+WHY_COLOURS = ("red marks the ink that pushed the model towards {digit}, blue the ink that spoke against it; "
+               "the stronger the colour, the more it mattered (grey ink hardly did).")
+
+
+def why_view(predictor, x28, digit: int, size_px: int = 112):
+    """The saliency heatmap of ``digit`` over the 28x28 input (``core.serving.saliency``), with crisp pixels.
+
+    Raises:
+        ValueError: an input that is not a (28, 28) image in [0, 1].
+    """
+    heat = saliency(predictor, x28, digit)
+    view = Image.fromarray(overlay(x28, heat, scale=max(1, size_px // 28)))
+    return view if view.size == (size_px, size_px) else view.resize((size_px, size_px), Image.Resampling.NEAREST)
+
+
+def why_image(predictor, x28, digit: int, container=None, size_px: int = 112) -> None:
+    """Show which pixels drove the prediction (beside "What the model sees")."""
+    container = container or st
+    try:
+        container.image(why_view(predictor, x28, digit, size_px), caption=WHY_CAPTION)
+    except ValueError as exc:
+        container.warning(f"No heatmap for this image: {exc}", icon=":material/warning:")
+
+
+def why_caption(digit: int) -> None:
+    """One line on the heatmap's colours."""
+    st.caption(f"**{WHY_CAPTION}:** " + WHY_COLOURS.format(digit=digit))
+
+
+def digit_tiles(predictor, digits, size_px: int = 84) -> None:
+    """Per digit of a number: what the model saw, and the heatmap of why it read that digit."""
+    st.image([model_view(d.image, size_px) for d in digits],
+             caption=[f"{n}. sees {d.digit}" for n, d in enumerate(digits, start=1)], width=size_px)
+    try:
+        views = [why_view(predictor, d.image, d.digit, size_px) for d in digits]
+    except ValueError as exc:
+        st.warning(f"No heatmaps for these digits: {exc}", icon=":material/warning:")
+        return
+    st.image(views, caption=[f"{n}. why {d.digit}" for n, d in enumerate(digits, start=1)], width=size_px)
+    st.caption("**Why:** " + WHY_COLOURS.format(digit="the digit read"))
