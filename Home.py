@@ -2,7 +2,7 @@
 
 import streamlit as st
 from ui.messages import markdown_table
-from ui.models import FAMILY_LABELS, default_name, listing, model_summary, training_summary
+from ui.models import family_label, default_name, listing, model_summary, training_summary
 from ui.page import page_exists, start_page
 
 
@@ -21,16 +21,14 @@ with st.container(border=True):
         st.markdown("#### No model yet")
         st.info("The model store is empty. Train a model on the **Train** page to start reading digits.")
     else:
-        meta = entry.meta
+        info = entry.info
         st.markdown(f"#### Model in use: `{entry.name}`")
         family, params, acc = st.columns(3)
-        family.metric("Architecture", FAMILY_LABELS.get(meta.get("family"), str(meta.get("family", "?"))))
-        n_params = meta.get("params", meta.get("param_count"))
-        params.metric("Parameters", f"{n_params:,}" if isinstance(n_params, int) else "?")
-        test_acc = meta.get("test_accuracy")
-        acc.metric("Test accuracy", f"{test_acc:.2%}" if isinstance(test_acc, (int, float)) else "?",
+        family.metric("Architecture", family_label(info))
+        params.metric("Parameters", f"{info.params:,}" if info.params is not None else "?")
+        acc.metric("Test accuracy", f"{info.test_accuracy:.2%}" if info.test_accuracy is not None else "?",
                    help="Share of the 10,000 MNIST test images read correctly.")
-        st.caption(training_summary(meta)
+        st.caption(training_summary(info)
                    + " Pick another model in the sidebar; the choice applies to your session only.")
 
 links = [("pages/1_Train.py", "Train", ":material/model_training:",
@@ -59,11 +57,11 @@ if not models.entries:
 default = default_name(models)
 st.markdown(markdown_table(
     [{"model": f"**{e.name}**",
-      "type": FAMILY_LABELS.get(e.meta.get("family"), e.meta.get("family")),
-      "params": e.meta.get("params", e.meta.get("param_count")),
-      "accuracy": e.meta.get("test_accuracy"),
-      "train s": e.meta.get("train_seconds"),
-      "trained": str(e.meta.get("created", ""))[:10],
+      "type": family_label(e.info),
+      "params": e.info.params,
+      "accuracy": e.info.test_accuracy,
+      "train s": e.info.train_seconds,
+      "trained": e.info.created[:10],
       "status": " ".join(mark for mark, on in (("✓ in use", entry is not None and e.name == entry.name),
                                                ("★", e.name == default)) if on)} for e in models.entries],
     {"model": "Model", "type": "Type", "params": "Parameters", "accuracy": "Test acc.", "train s": "Training",
@@ -86,21 +84,21 @@ def _curves(root: str, name: str, created: str, _history: dict):
 
 for e in models.entries:
     with st.expander(f"{e.name} — details"):
-        st.caption(model_summary(e.meta))
-        layers = e.meta.get("layers") or []
+        st.caption(model_summary(e.info))
+        layers = e.info.layers
         if layers:
             st.markdown("**Layers**")
             st.markdown(markdown_table(
                 layers, {key: key.capitalize() for key in layers[0]}, formats={"parameters": "{:,}"},
                 right=("parameters",)))
-        history = e.meta.get("history") or {}
+        history = e.info.history
         # Drawn on request: a Plotly chart per model, even in a closed expander, delays the whole
         # Home page by a second or two on a small machine (bench/app_latency.py, home_s).
         if history.get("batch") and st.toggle("Show the training curves", key=f"home_show_curves_{e.name}"):
-            st.plotly_chart(_curves(str(e.path.parent), e.name, str(e.meta.get("created", "")), history),
+            st.plotly_chart(_curves(str(e.path.parent), e.name, e.info.created, history),
                             width="stretch", key=f"home_curves_{e.name}")
-        if e.meta.get("command"):
-            st.caption(f"Trained with: `{e.meta['command']}`")
+        if e.info.command:
+            st.caption(f"Trained with: `{e.info.command}`")
         st.download_button(
             f"Download {e.name}.keras", data=e.path.read_bytes, file_name=f"{e.name}.keras",
             mime="application/octet-stream", on_click="ignore", icon=":material/download:",

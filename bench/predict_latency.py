@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     predictor, model, name, how = load_model(args.model)
     say(f"model: {name} ({how}), {model.count_params():,} parameters; served from its exported file")
     # The same model without the "not a digit" detector: what the detector adds to each reading.
-    plain = Predictor(predictor.runtime, name=name, meta=predictor.meta)
+    plain = Predictor(predictor.runtime, name=name, temperature=predictor.temperature)
 
     mnist = cached_mnist()
     canvas = canvas_rgba(mnist.x_test[CANVAS_DIGIT_INDEX])

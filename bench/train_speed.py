@@ -161,11 +161,11 @@ def default_figures(mnist) -> dict:
             "default_train_s are null. Ship one (python -m core train ... --name default-cnn --shipped) and rerun.")
         return {"default_model": None, "default_test_accuracy": None, "default_train_s": None}
     model = load_model(store, name)
-    meta = store.meta(name)
+    meta = store.info(name)
     acc = test_accuracy(model, to_model_input(mnist.x_test), mnist.y_test)
-    train_s = meta.get("train_seconds")
+    train_s = meta.train_seconds
     say(f"default model: {name} ({model.count_params():,} params): test accuracy {acc:.4f} on 10,000 images "
-        f"(recorded {meta.get('test_accuracy')}); recorded training time {train_s} s "
+        f"(recorded {meta.test_accuracy}); recorded training time {train_s} s "
         f"(from its metadata, measured when it was trained, not in this run)")
     return {"default_model": name, "default_test_accuracy": acc,
             "default_train_s": float(train_s) if train_s is not None else None}

@@ -115,7 +115,7 @@ def cmd_train(args) -> int:
     store = ModelStore()
     if args.name is not None:  # before training, not after: a bad or taken name is a usage error
         try:
-            store.name_for_save(args.name, {})
+            store.name_for_save(args.name, "model")
         except StoreError as exc:
             raise ValueError(str(exc)) from exc
     owner = secrets.token_urlsafe(18)
@@ -253,8 +253,8 @@ def cmd_list(args) -> int:
     store = ModelStore()
     listing = store.list()
     active = store.active_name()
-    rows = [{"name": e.name, "family": e.meta.get("family"), "params": e.meta.get("params"),
-             "test_accuracy": e.meta.get("test_accuracy"), "created": e.meta.get("created"),
+    rows = [{"name": e.name, "family": e.info.family, "params": e.info.params,
+             "test_accuracy": e.info.test_accuracy, "created": e.info.created,
              "active": e.name == active} for e in listing.entries]
     for problem in listing.problems.values():
         _log(problem)

@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.report.charts import class_distribution, digit_grid
 from core.data import DataError, load_mnist, to_model_input
 from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, ModelSpec, default_spec
-from core.learning.train import TrainConfig
 from core.learning.runs import RunError
+from core.learning.train import TrainConfig
+from core.report.charts import class_distribution, digit_grid
 from ui import runs
 from ui.messages import markdown_table, show_error
 from ui.models import MODEL_NAME, select_model, store

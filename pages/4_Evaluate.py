@@ -7,7 +7,7 @@ import streamlit as st
 from core.data import DataError, cached_test_set
 from core.report.evaluate import Evaluation, confusion_heatmap, evaluate, per_class_bars
 from ui.messages import show_error
-from ui.models import FAMILY_LABELS, listing, require_model, require_predictor
+from ui.models import created_utc, family_label, listing, require_model, require_predictor
 from ui.page import start_page
 from ui.views import model_view
 
@@ -44,10 +44,8 @@ except (DataError, OSError, ValueError) as exc:
 acc_col, wrong_col, family_col, params_col = st.columns(4)
 acc_col.metric("Test accuracy", f"{ev.accuracy:.2%}", help="Share of the 10,000 MNIST test images read correctly.")
 wrong_col.metric("Mistakes", f"{len(ev.mistakes):,} of {ev.count:,}")
-family = entry.meta.get("family")
-family_col.metric("Architecture", FAMILY_LABELS.get(family, str(family or "?")))
-n_params = entry.meta.get("params", entry.meta.get("param_count"))
-params_col.metric("Parameters", f"{n_params:,}" if isinstance(n_params, int) else "?")
+family_col.metric("Architecture", family_label(entry.info))
+params_col.metric("Parameters", f"{entry.info.params:,}" if entry.info.params is not None else "?")
 top = ev.top_confusions(5)
 if top:
     st.caption("Most frequent mistakes: " + " · ".join(f"{t} read as {p} ({n}×)" for t, p, n in top))
@@ -90,15 +88,14 @@ else:
 st.subheader("Models in the store")
 rows = []
 for e in listing().entries:
-    m = e.meta
     rows.append({
         "model": e.name + (" (yours)" if e.name == entry.name else ""),
-        "architecture": FAMILY_LABELS.get(m.get("family"), m.get("family")),
-        "parameters": m.get("params", m.get("param_count")),
-        "test accuracy": m.get("test_accuracy"),
-        "training time (s)": m.get("train_seconds"),
-        "created": str(m.get("created", ""))[:16].replace("T", " "),
-        "fine-tuned from": m.get("base_model", ""),
+        "architecture": family_label(e.info),
+        "parameters": e.info.params,
+        "test accuracy": e.info.test_accuracy,
+        "training time (s)": e.info.train_seconds,
+        "created": created_utc(e.info),
+        "fine-tuned from": e.info.base_model or "",
     })
 models = pd.DataFrame(rows)
 if "fine-tuned from" in models and not models["fine-tuned from"].astype(bool).any():

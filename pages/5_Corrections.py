@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.learning.finetune import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MNIST_MIX
+from core.learning.model import recorded_spec
+from core.learning.runs import RunError
+from core.learning.train import TrainConfig
 from core.report.charts import class_distribution
 from core.storage.corrections import CorrectionStore
-from core.learning.finetune import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LEARNING_RATE, DEFAULT_MNIST_MIX
-from core.learning.model import ModelSpec, default_spec
-from core.learning.train import TrainConfig
-from core.learning.runs import RunError
 from core.storage.store import StoreError
 from ui import runs
 from ui.messages import show_error
@@ -23,15 +23,6 @@ from ui.views import model_view
 entry = start_page("Corrections", ":material/rate_review:", layout="wide")
 owner = runs.owner_token()
 st.session_state.setdefault("train_corrections_selected", [])
-
-
-def spec_of(meta: dict) -> ModelSpec:
-    """The architecture a stored model was trained with (its family's default if not recorded)."""
-    try:
-        return ModelSpec.from_dict(meta["hyperparameters"]["spec"])
-    except (KeyError, TypeError, ValueError):
-        family = str(meta.get("family"))
-        return default_spec(family if family in ("mlp", "cnn") else "cnn")
 
 
 def _use_button(name: str | None, key: str) -> None:
@@ -77,8 +68,7 @@ def _start_finetune(base_name: str) -> None:
         if len(y) == 0:
             raise ValueError("There are no corrections to learn from yet. Correct a few predictions on the "
                              "Draw or Upload page first.")
-        base = store().meta(base_name)
-        spec = spec_of(base)
+        spec = recorded_spec(store().info(base_name))
         cfg = TrainConfig(spec=spec, epochs=DEFAULT_EPOCHS, batch_size=DEFAULT_BATCH_SIZE,
                           learning_rate=DEFAULT_LEARNING_RATE, train_size=DEFAULT_MNIST_MIX, val_fraction=0.0,
                           augment=True)

@@ -26,11 +26,48 @@ def trained_store(tmp_path_factory) -> Path:
     assert result.test_accuracy >= 0.9, f"fixture model too weak: {result.test_accuracy:.3f}"
     store = ModelStore(root)
     save_result(result, store, name=TEST_MODEL, command="tests/conftest.py")
-    copy = store.meta(TEST_MODEL) | {"name": f"{TEST_MODEL}-copy", "created": "2000-01-01T00:00:00+00:00"}
+    copy = store.info(TEST_MODEL).to_json() | {"name": f"{TEST_MODEL}-copy", "created": "2000-01-01T00:00:00+00:00"}
     for suffix in (".keras", ".onnx", ".novelty.npz"):
         shutil.copyfile(root / f"{TEST_MODEL}{suffix}", root / f"{TEST_MODEL}-copy{suffix}")
     store.meta_path(f"{TEST_MODEL}-copy").write_text(json.dumps(copy), encoding="utf-8")
     store.set_active(TEST_MODEL)
+    return root
+
+
+SHIFTED_MODEL = "test-mlp-plus-one"
+
+
+@pytest.fixture(scope="session")
+def two_readers_store(trained_store, tmp_path_factory) -> Path:
+    """A copy of ``trained_store`` (``test-mlp`` active, ``test-mlp-copy``) plus ``test-mlp-plus-one``:
+    a tiny MLP trained like ``test-mlp`` (``TINY_MLP``, same images and seed) on labels shifted by
+    one, ``(y + 1) % 10``, so it reads a 2 as 3 and a 7 as 8 where ``test-mlp`` reads 2 and 7. For
+    tests that must tell which model answered. Its recorded test accuracy is measured on the true
+    labels (near 0%). Read-only for tests: copy it to change it."""
+    import time
+    from dataclasses import replace
+
+    from core.data import cached_mnist, training_split
+    from core.learning.model import build_model, default_spec
+    from core.learning.train import TrainConfig, TrainResult, fit, save_result, test_accuracy
+    from core.storage.store import ModelStore
+
+    root = tmp_path_factory.mktemp("two-readers") / "models"
+    shutil.copytree(trained_store, root)
+    cfg = TrainConfig(spec=default_spec("mlp"), **TINY_MLP)
+    mnist = cached_mnist()
+    split = training_split(mnist, train_size=cfg.train_size, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    shifted = replace(split, y_train=(split.y_train + 1) % 10, y_val=(split.y_val + 1) % 10,
+                      y_test=(split.y_test + 1) % 10)
+    model = build_model(cfg.spec, seed=cfg.seed)
+    start = time.perf_counter()
+    history = fit(model, shifted, cfg)
+    seconds = time.perf_counter() - start
+    shifted_accuracy = test_accuracy(model, shifted.x_test, shifted.y_test)
+    assert shifted_accuracy >= 0.85, f"fixture model too weak on shifted labels: {shifted_accuracy:.3f}"
+    result = TrainResult(cfg, model, history, test_accuracy(model, split.x_test, split.y_test), seconds,
+                         stopped=False, param_count=int(model.count_params()), data_sha256=mnist.sha256)
+    save_result(result, ModelStore(root), name=SHIFTED_MODEL, command="tests/conftest.py (labels + 1)")
     return root
 
 
@@ -57,6 +94,17 @@ def app_env(trained_store, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
     return trained_store
+
+
+@pytest.fixture
+def two_readers_env(two_readers_store, tmp_path, monkeypatch) -> Path:
+    """Like ``app_env``, on ``two_readers_store`` (two models that read digits differently)."""
+    from core import config
+
+    monkeypatch.setenv(config.MODELS_DIR_ENV, str(two_readers_store))
+    monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
+    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
+    return two_readers_store
 
 
 @pytest.fixture

@@ -53,11 +53,14 @@ def test_fit_refuses_bad_input(probs, labels):
         calibrate.fit_temperature(probs, np.asarray(labels))
 
 
-@pytest.mark.parametrize("meta, expected", [(None, 1.0), ({}, 1.0), ({"temperature": 0.6}, 0.6),
+@pytest.mark.parametrize("meta, expected", [({}, 1.0), ({"temperature": 0.6}, 0.6), ({"temperature": 2}, 2.0),
                                             ({"temperature": "x"}, 1.0), ({"temperature": float("nan")}, 1.0),
+                                            ({"temperature": True}, 1.0),
                                             ({"temperature": 0.0}, 1.0), ({"temperature": 1e9}, 1.0)])
-def test_temperature_of_metadata(meta, expected):
-    assert calibrate.temperature_of(meta) == expected
+def test_stored_temperature_is_read_only_when_usable(meta, expected):
+    from core.storage.info import ModelInfo
+
+    assert ModelInfo.from_json(meta).temperature == expected
 
 
 def test_shipped_model_confidence_is_calibrated():
@@ -69,9 +72,10 @@ def test_shipped_model_confidence_is_calibrated():
     from core.storage.store import ModelStore
 
     store = ModelStore()
-    meta = store.meta("default-cnn")
-    assert 0.2 < meta["temperature"] < 1.0
-    predictor = Predictor(Predictor.load("default-cnn", store).runtime, name="default-cnn", meta=meta)
+    temperature = store.info("default-cnn").temperature
+    assert 0.2 < temperature < 1.0
+    predictor = Predictor.load("default-cnn", store)
+    assert predictor.temperature == temperature
     mnist = cached_mnist()
     answers = predictor.predict_inputs(mnist.x_test[:5000].astype(np.float32) / 255)
     conf = np.array([a.confidence for a in answers])

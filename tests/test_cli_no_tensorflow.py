@@ -102,7 +102,7 @@ def test_evaluate_json_without_tensorflow(cli_env, trained_store):
     answer = json.loads(out)
     assert answer["model"] == TEST_MODEL
     # The figure recorded at training time (Keras, same 10,000 test images): the export reads alike.
-    recorded = ModelStore(trained_store).meta(TEST_MODEL)["test_accuracy"]
+    recorded = ModelStore(trained_store).info(TEST_MODEL).test_accuracy
     assert answer["test_accuracy"] == pytest.approx(recorded, abs=1e-3) and 0.9 <= answer["test_accuracy"] < 1
     assert heavy == "", f"evaluate imported {heavy}"
 

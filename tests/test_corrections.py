@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from core import config
+from core.storage.info import ModelInfo
 from core.storage.corrections import DB_NAME, PIXELS, STORED_NOTE, CorrectionStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,7 +265,7 @@ def test_finetune_reports_progress_and_never_touches_the_base(tiny_model, tmp_pa
     y = np.arange(10, dtype=np.uint8)
     seen = []
     result = finetune(tiny_model, x, y, mnist_mix=300, epochs=1, batch_size=64, augment=False, hook=seen.append,
-                      base_name="tiny", base_meta={"family": "mlp", "test_accuracy": 0.1, "temperature": 0.6})
+                      base_name="tiny", base_info=ModelInfo(family="mlp", test_accuracy=0.1, temperature=0.6))
     assert result.repeats == 6 and result.settings["correction_share"] == pytest.approx(60 / 360, abs=1e-4)
     assert [p.kind for p in seen].count("epoch") == 1 and seen[-1].fraction == 1.0
     assert result.test_accuracy is not None and 0 <= result.corrections_accuracy_after <= 1
@@ -273,12 +274,12 @@ def test_finetune_reports_progress_and_never_touches_the_base(tiny_model, tmp_pa
 
     name = save_finetuned(result, ModelStore(tmp_path / "models"), command="pytest")
     assert name.startswith("mlp-finetuned-")
-    meta = ModelStore(tmp_path / "models").meta(name)
-    assert meta["base_model"] == "tiny" and meta["corrections"] == 10 and meta["finetuned"] is True
-    assert meta["temperature"] == 0.6  # the base model's calibration is carried over
-    assert meta["hyperparameters"]["finetune"]["repeats"] == 6
-    assert meta["hyperparameters"]["finetune"]["base_test_accuracy"] == 0.1
-    assert meta["test_accuracy"] == result.test_accuracy and meta["history"]["epoch"]
+    meta = ModelStore(tmp_path / "models").info(name)
+    assert meta.base_model == "tiny" and meta.corrections == 10 and meta.finetuned is True
+    assert meta.temperature == 0.6  # the base model's calibration is carried over
+    assert meta.hyperparameters["finetune"]["repeats"] == 6
+    assert meta.hyperparameters["finetune"]["base_test_accuracy"] == 0.1
+    assert meta.test_accuracy == result.test_accuracy and meta.history["epoch"]
 
 
 def test_finetune_stops_on_request_and_keeps_the_model_so_far(tiny_model, tmp_path):
@@ -290,14 +291,14 @@ def test_finetune_stops_on_request_and_keeps_the_model_so_far(tiny_model, tmp_pa
     stop = threading.Event()
     stop.set()
     result = finetune(tiny_model, np.zeros((3, 28, 28), np.uint8), [1, 2, 3], mnist_mix=500, epochs=2, stop=stop,
-                      base_name="tiny", base_meta={"family": "mlp"})
+                      base_name="tiny", base_info=ModelInfo(family="mlp"))
     assert result.stopped and len(result.history["batch"]) == 1
     assert result.test_accuracy is not None and 0 <= result.test_accuracy <= 1
     assert result.corrections_accuracy_after is not None
     store = ModelStore(tmp_path / "models")
     name = save_finetuned(result, store, command="pytest")
-    meta = store.meta(name)
-    assert meta["stopped_early"] is True and meta["finetuned"] is True and meta["base_model"] == "tiny"
+    meta = store.info(name)
+    assert meta.stopped_early is True and meta.finetuned is True and meta.base_model == "tiny"
     assert store.list().names() == [name]
 
 
@@ -379,14 +380,14 @@ def hard_digits_pool() -> tuple[np.ndarray, np.ndarray]:
 def decent_base():
     """The shipped default model if present, else core.learning.train.RECIPES["fast"] trained once (~99%)."""
     from core.learning.persist import load_model
-    from core.learning.train import RECIPES, result_meta, train
+    from core.learning.train import RECIPES, result_info, train
     from core.storage.store import ModelStore
 
     shipped, name = ModelStore(config.ROOT / "models"), config.DEFAULT_MODEL_NAME
     if shipped.list().get(name):
-        return name, load_model(shipped, name), shipped.meta(name)
+        return name, load_model(shipped, name), shipped.info(name)
     result = train(RECIPES["fast"])
-    return "fast-recipe", result.model, result_meta(result)
+    return "fast-recipe", result.model, result_info(result)
 
 
 @pytest.mark.slow
@@ -397,7 +398,7 @@ def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path)
     from core.learning.train import probabilities, test_accuracy
     from core.storage.store import ModelStore
 
-    base_name, base, base_meta = decent_base
+    base_name, base, base_info = decent_base
     mnist = cached_mnist()
     x_test, y_test = to_model_input(mnist.x_test), mnist.y_test
     base_test = test_accuracy(base, x_test, y_test)
@@ -420,7 +421,7 @@ def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path)
     cx, cy = corrections.arrays()
     before = float(np.mean(pred[fix] == pool_y[fix]))
 
-    result = finetune(base, cx, cy, base_name=base_name, base_meta=base_meta)
+    result = finetune(base, cx, cy, base_name=base_name, base_info=base_info)
     after = float(np.mean(probabilities(result.model, cx.astype(np.float32) / 255).argmax(axis=1) == cy))
     held_before = float(np.mean(pred[held_out] == pool_y[held_out]))
     held_after = float(np.mean(probabilities(result.model, pool_x[held_out]).argmax(axis=1) == pool_y[held_out]))
@@ -439,10 +440,10 @@ def test_finetuning_learns_misread_digits_and_keeps_mnist(decent_base, tmp_path)
 
     store = ModelStore(tmp_path / "models")
     name = save_finetuned(result, store, command="pytest")
-    meta = store.meta(name)
-    assert meta["base_model"] == base_name and meta["corrections"] == 150
-    assert meta["test_accuracy"] == pytest.approx(result.test_accuracy)
-    assert meta["hyperparameters"]["finetune"]["corrections_accuracy_after"] == pytest.approx(after)
+    meta = store.info(name)
+    assert meta.base_model == base_name and meta.corrections == 150
+    assert meta.test_accuracy == pytest.approx(result.test_accuracy)
+    assert meta.hyperparameters["finetune"]["corrections_accuracy_after"] == pytest.approx(after)
     assert test_accuracy(load_model(store, name), x_test[:2000], y_test[:2000]) == pytest.approx(
         test_accuracy(result.model, x_test[:2000], y_test[:2000]))
     # The saved model is served from its exported file, with the same answers.

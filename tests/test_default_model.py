@@ -15,10 +15,11 @@ SHIPPED = ModelStore(config.ROOT / "models")
 def test_default_model_is_listed_and_marked_shipped():
     entry = SHIPPED.list().get(config.DEFAULT_MODEL_NAME)
     assert entry is not None, "models/default-cnn.keras + .json must ship with the project"
-    assert entry.meta["shipped"] is True and entry.meta["family"] == "cnn"
+    info = entry.info
+    assert info.shipped is True and info.family == "cnn"
     for key in ("hyperparameters", "params", "test_accuracy", "train_seconds", "created", "data_sha256", "history", "layers"):
-        assert key in entry.meta, key
-    assert entry.meta["data_sha256"] == config.BUNDLED_MNIST_SHA256
+        assert getattr(info, key), key
+    assert info.data_sha256 == config.BUNDLED_MNIST_SHA256
 
 
 def test_default_model_scores_at_least_99_4_percent_on_the_test_set():
@@ -27,11 +28,11 @@ def test_default_model_scores_at_least_99_4_percent_on_the_test_set():
     probs = predictor.probabilities(m.x_test.astype(np.float32) / 255.0)
     accuracy = float(np.mean(probs.argmax(axis=1) == m.y_test))
     assert accuracy >= 0.994, accuracy
-    assert SHIPPED.meta(config.DEFAULT_MODEL_NAME)["test_accuracy"] == pytest.approx(accuracy, abs=5e-4)
+    assert SHIPPED.info(config.DEFAULT_MODEL_NAME).test_accuracy == pytest.approx(accuracy, abs=5e-4)
 
 
 def test_readme_gives_the_command_recorded_in_the_metadata():
-    command = SHIPPED.meta(config.DEFAULT_MODEL_NAME)["command"]
+    command = SHIPPED.info(config.DEFAULT_MODEL_NAME).command
     assert command.startswith("python -m core train ") and "--name default-cnn" in command
     readme = (config.ROOT / "README.md").read_text(encoding="utf-8")
     assert command in readme

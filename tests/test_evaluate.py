@@ -97,7 +97,7 @@ def test_evaluate_small_model_is_consistent(small_eval, test_set, trained_store)
     assert np.trace(ev.confusion) / n == pytest.approx(ev.accuracy)
     assert ev.support.tolist() == np.bincount(y, minlength=10).tolist()
     # The same figure the store recorded when the model was trained (same images, same model).
-    assert ev.accuracy == pytest.approx(ModelStore(trained_store).meta("test-mlp")["test_accuracy"], abs=1e-4)
+    assert ev.accuracy == pytest.approx(ModelStore(trained_store).info("test-mlp").test_accuracy, abs=1e-4)
     assert 0.9 <= ev.accuracy < 1.0
     for values in (ev.precision, ev.recall, ev.f1):
         assert values.shape == (10,) and np.all((values >= 0) & (values <= 1))
@@ -141,8 +141,8 @@ def test_evaluate_shows_calibrated_confidences(test_set, trained_store):
     x, y = test_set
     store = ModelStore(trained_store)
     loaded = Predictor.load("test-mlp", store)
-    raw = evaluate(Predictor(loaded.runtime, meta={}), x[:500], y[:500])
-    sharp = Predictor(loaded.runtime, meta={"temperature": 0.5})
+    raw = evaluate(Predictor(loaded.runtime), x[:500], y[:500])
+    sharp = Predictor(loaded.runtime, temperature=0.5)
     ev = evaluate(sharp, x[:500], y[:500])
     assert ev.predicted.tolist() == raw.predicted.tolist() and ev.accuracy == raw.accuracy
     assert (ev.confidence >= raw.confidence - 1e-6).all() and (ev.confidence > raw.confidence).any()

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from tests.helpers_images import as_canvas, render_strokes
 
 NOT_A_DIGIT = "probably not a digit"
+SHIFTED_MODEL = "test-mlp-plus-one"  # two_readers_store's model trained on labels + 1 (tests/conftest.py)
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "Home.py", *sorted((ROOT / "pages").glob("*.py"))]
@@ -382,18 +383,37 @@ def test_markdown_table_formats_aligns_and_escapes():
     ]
 
 
-def test_model_choice_is_per_session_and_followed_by_every_page(app_env):
+def test_model_choice_is_per_session_and_followed_by_every_page(two_readers_env):
+    # Two models that answer differently: test-mlp (the default) reads a drawn 2 as 2, the shifted
+    # test-mlp-plus-one (tests/conftest.py, trained on labels + 1) reads it as 3. So each answer
+    # tells which model gave it.
     visitor = app().run()
-    assert visitor.selectbox(key="sidebar_model").value == "test-mlp"
-    visitor.selectbox(key="sidebar_model").set_value("test-mlp-copy").run()
-    assert visitor.session_state["model_name"] == "test-mlp-copy"
-    visitor.switch_page("pages/2_Draw.py").run()
-    assert not visitor.exception
-    assert visitor.selectbox(key="sidebar_model").value == "test-mlp-copy"
-    assert any("test-mlp-copy" in c.value for c in visitor.caption)
+    picker = visitor.selectbox(key="sidebar_model")
+    assert picker.value == "test-mlp"
+    assert any(o.startswith(SHIFTED_MODEL) for o in picker.options), picker.options
+    picker.set_value(SHIFTED_MODEL).run()
+    assert visitor.session_state["model_name"] == SHIFTED_MODEL
+    assert draws_a_two(visitor) == "3"  # the visitor's pick answered, not the default
+    assert visitor.selectbox(key="sidebar_model").value == SHIFTED_MODEL
+    assert any(f"`{SHIFTED_MODEL}`" in c.value for c in visitor.caption)
 
-    other = app().run()
+    other = app().run()  # a fresh session keeps the server's default
     assert other.selectbox(key="sidebar_model").value == "test-mlp"
+    assert draws_a_two(other) == "2"
+
+    # The pick follows the visitor to Upload (a photographed 7 read as 8) and Evaluate (the shifted
+    # model gets almost every MNIST test label wrong; test-mlp gets ~92% right), and back to Draw.
+    visitor.switch_page("pages/3_Upload.py").run()
+    seven = ink_on_paper_png(mnist_test_digit(7))
+    visitor.file_uploader(key="upload_files").set_value([("seven.png", seven, "image/png")]).run()
+    assert not visitor.exception, [e.message for e in visitor.exception]
+    assert metric(visitor, "Predicted digit") == "8"
+    visitor.switch_page("pages/4_Evaluate.py").run()
+    assert not visitor.exception, [e.message for e in visitor.exception]
+    assert visitor.selectbox(key="sidebar_model").value == SHIFTED_MODEL
+    assert float(metric(visitor, "Test accuracy").rstrip("%")) < 10, metric(visitor, "Test accuracy")
+    assert draws_a_two(visitor) == "3"
+    assert draws_a_two(other) == "2"  # and the other session never followed
 
 
 def store_with_altered_model(source: Path, folder: Path, name: str) -> Path:
@@ -790,7 +810,7 @@ def test_train_form_starts_a_run_that_saves_a_model(empty_store_env, train_env):
     assert len(names) == 1 and names[0].startswith("mlp-"), (names, ModelStore(train_env.models_dir).list().names())
     assert any(f"saved as **{names[0]}**" in m for m in texts(at.success))
     assert metric(at, "Test accuracy").endswith("%")
-    assert ModelStore(empty_store_env).meta(names[0])["command"] == "streamlit: Train page"
+    assert ModelStore(empty_store_env).info(names[0]).command == "streamlit: Train page"
     assert names[0] in markdown(at)  # listed under "Finished recently" in the queue section
 
     at.button(key="train_use_model").click().run()
@@ -943,7 +963,7 @@ def test_finetune_on_corrections_queues_a_run_that_saves_a_model(app_env, train_
     assert metric(at, "Corrections read right, after").endswith("%")
     assert metric(at, "Test accuracy").endswith("%")
     new = [n for n in ModelStore(models).list().names() if n.startswith("mlp-finetuned-")]
-    assert len(new) == 1 and ModelStore(models).meta(new[0])["base_model"] == "test-mlp"
+    assert len(new) == 1 and ModelStore(models).info(new[0]).base_model == "test-mlp"
     assert any(f"saved as **{new[0]}**" in s for s in texts(at.success))
     at.button(key="train_finetune_use_model").click().run()
     assert at.session_state["model_name"] == new[0]

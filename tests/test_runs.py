@@ -151,11 +151,11 @@ def test_a_run_reports_its_progress_and_saves_its_model_and_the_client_never_imp
     assert store.list().names() == [name] and not store.list().problems
     for suffix in (".keras", ".onnx", ".novelty.npz", ".json"):
         assert (models / f"{name}{suffix}").stat().st_size > 0, suffix
-    meta = store.meta(name)
-    assert meta["test_accuracy"] == out["test_accuracy"] and 0.5 < out["test_accuracy"] <= 1
-    assert meta["command"] == "test_runs" and "stopped_early" not in meta
-    assert meta["hyperparameters"]["train_size"] == 3000 and len(meta["history"]["batch"]) == batches
-    assert set(meta["files"]) == {".keras", ".onnx", ".novelty.npz"}
+    meta = store.info(name)
+    assert meta.test_accuracy == out["test_accuracy"] and 0.5 < out["test_accuracy"] <= 1
+    assert meta.command == "test_runs" and meta.stopped_early is False
+    assert meta.hyperparameters["train_size"] == 3000 and len(meta.history["batch"]) == batches
+    assert set(meta.files) == {".keras", ".onnx", ".novelty.npz"}
     from core.serving.predict import Predictor  # served from its exported file, checksums verified
 
     assert Predictor.load(name, store).probabilities(np.zeros((1, 28, 28), np.float32)).shape == (1, 10)
@@ -173,9 +173,9 @@ def test_stop_keeps_the_model_so_far_and_cancel_saves_nothing(board):
     assert snap.state == "stopped", brief(snap)
     assert snap.model_name and snap.test_accuracy is not None and 0 <= snap.test_accuracy <= 1
     assert store.list().names() == [snap.model_name]
-    meta = store.meta(snap.model_name)
-    assert meta["stopped_early"] is True and meta["test_accuracy"] == snap.test_accuracy
-    assert 3 <= meta["history"]["batch"][-1]["step"] < 6750 and not meta["history"]["epoch"][1:]  # in epoch 1
+    meta = store.info(snap.model_name)
+    assert meta.stopped_early is True and meta.test_accuracy == snap.test_accuracy
+    assert 3 <= meta.history["batch"][-1]["step"] < 6750 and not meta.history["epoch"][1:]  # in epoch 1
     files_after_stop = model_files(store)
 
     cancelled = board.submit(LASTING, "alice")

@@ -16,6 +16,7 @@ import pytest
 from core import config
 from core.learning.model import ModelSpec, build_model
 from core.learning.persist import load_model, save_model
+from core.storage.info import ModelInfo
 from core.storage.store import ModelStore, StoreError
 
 TINY = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
@@ -37,16 +38,16 @@ def store(tmp_path, monkeypatch, tiny_served_files):
 
 def _save(store, name, seed=0, **meta):
     model = build_model(TINY, seed=seed)
-    return save_model(store, model, {"family": "mlp", "test_accuracy": 0.5, **meta}, name=name,
+    return save_model(store, model, ModelInfo(family="mlp", test_accuracy=0.5, **meta), name=name,
                       files=store.served_files), model
 
 
 def test_save_list_load_roundtrip(store):
     name, model = _save(store, "first", created="2026-01-01T00:00:00+00:00")
     assert store.list().names() == ["first"]
-    meta = store.meta("first")
-    assert meta["params"] == model.count_params() and meta["family"] == "mlp" and "keras_version" in meta
-    assert set(meta["files"]) == {".keras", ".onnx", ".novelty.npz"}  # each file's SHA-256
+    info = store.info("first")
+    assert info.params == model.count_params() and info.family == "mlp" and info.keras_version
+    assert set(info.files) == {".keras", ".onnx", ".novelty.npz"}  # each file's SHA-256
     _, served = store.verify("first")
     assert served == {"onnx": store.root / "first.onnx", "novelty": store.root / "first.novelty.npz"}
     assert served["onnx"].read_bytes() == store.served_files[".onnx"]
@@ -65,18 +66,18 @@ def test_write_stores_the_files_it_is_handed_with_their_checksums(store):
 
     _save(store, "made")
     files = {suffix: (store.root / f"made{suffix}").read_bytes() for suffix in (".keras", ".onnx", ".novelty.npz")}
-    name = store.write("copied", {"family": "mlp", "params": 1}, files)
+    name = store.write("copied", ModelInfo(family="mlp", params=1), files)
     assert name == "copied" and set(store.list().names()) == {"made", "copied"}
-    meta = store.meta("copied")
-    assert meta["name"] == "copied" and meta["created"] and meta["params"] == 1
-    assert meta["files"] == {s: hashlib.sha256(b).hexdigest() for s, b in files.items()}
-    assert list(meta["files"])[0] == ".keras"
+    info = store.info("copied")
+    assert info.name == "copied" and info.created and info.params == 1
+    assert info.files == {s: hashlib.sha256(b).hexdigest() for s, b in files.items()}
+    assert list(info.files)[0] == ".keras"
     with pytest.raises(StoreError, match="already exists"):
-        store.write("copied", {"family": "mlp"}, files)
+        store.write("copied", ModelInfo(family="mlp"), files)
     with pytest.raises(StoreError, match="Invalid model name"):
-        store.write("../evil", {"family": "mlp"}, files)
+        store.write("../evil", ModelInfo(family="mlp"), files)
     with pytest.raises(StoreError, match="unknown file suffix '/../x'"):
-        store.write("odd", {"family": "mlp"}, {**files, "/../x": b"x"})
+        store.write("odd", ModelInfo(family="mlp"), {**files, "/../x": b"x"})
     assert not list(store.root.glob("odd*")) and not (store.root.parent / "x").exists()
     assert not [p for p in store.root.iterdir() if p.name.startswith(".")], "no temporary files left"
 
@@ -250,17 +251,17 @@ def bytes_store(tmp_path, monkeypatch):
 
 def test_overwrite_writes_a_new_version_and_removes_the_old_files(bytes_store):
     store = bytes_store
-    store.write("m", {"family": "mlp", "version": 1, "stem": "m~00000000"}, _files(1))
-    assert "stem" not in store.meta("m")  # a first save keeps NAME + suffix (a stem handed in is ignored)
+    store.write("m", ModelInfo(family="mlp", command=f"v{1}", stem="m~00000000"), _files(1))
+    assert store.info("m").stem is None  # a first save keeps NAME + suffix (a stem handed in is ignored)
     assert _model_files(store.root) == {"m.json", "m.keras", "m.onnx", "m.novelty.npz"}
 
     for version in (2, 3):
-        store.write("m", {"family": "mlp", "version": version}, _files(version), overwrite=True)
+        store.write("m", ModelInfo(family="mlp", command=f"v{version}"), _files(version), overwrite=True)
         listing = store.list()
         assert listing.names() == ["m"] and not listing.problems
-        meta = store.meta("m")
-        stem = meta["stem"]
-        assert meta["version"] == version and re.fullmatch(r"m~[0-9a-f]{8}", stem)
+        info = store.info("m")
+        stem = info.stem
+        assert info.command == f"v{version}" and re.fullmatch(r"m~[0-9a-f]{8}", stem)
         assert _model_files(store.root) == {"m.json", *(stem + s for s in SUFFIXES)}, "old files gone"
         _, served = store.verify("m")
         assert served == {"onnx": store.root / f"{stem}.onnx", "novelty": store.root / f"{stem}.novelty.npz"}
@@ -279,15 +280,15 @@ def test_overwrite_writes_a_new_version_and_removes_the_old_files(bytes_store):
 def test_overwrite_with_keras_loads_the_new_model(store):
     _save(store, "m", seed=0)
     model = build_model(TINY, seed=1)
-    save_model(store, model, {"family": "mlp"}, name="m", overwrite=True, files=store.served_files)
-    assert store.list().names() == ["m"] and store.meta("m")["stem"].startswith("m~")
+    save_model(store, model, ModelInfo(family="mlp"), name="m", overwrite=True, files=store.served_files)
+    assert store.list().names() == ["m"] and store.info("m").stem.startswith("m~")
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(load_model(store, "m")(x).numpy(), model(x).numpy(), rtol=1e-5)
 
 
 def test_a_stem_outside_the_model_is_refused(bytes_store):
     store = bytes_store
-    store.write("m", {"family": "mlp"}, _files(1))
+    store.write("m", ModelInfo(family="mlp"), _files(1))
     meta = json.loads(store.meta_path("m").read_text(encoding="utf-8"))
     for bad in ("../evil", "other~0123abcd", "m~0123", 7):
         store.meta_path("m").write_text(json.dumps({**meta, "stem": bad}), encoding="utf-8")
@@ -300,11 +301,12 @@ def test_a_stem_outside_the_model_is_refused(bytes_store):
 KILL_CHILD = r"""
 import sys, time
 from core.storage import store as s
+from core.storage.info import ModelInfo
 
 root, point = sys.argv[1], sys.argv[2]
 files = lambda v: {suffix: f"v{v} {suffix}".encode() for suffix in (".keras", ".onnx", ".novelty.npz")}
 store = s.ModelStore(root)
-store.write("m", {"family": "mlp", "version": 1}, files(1))
+store.write("m", ModelInfo(family="mlp", command=f"v{1}"), files(1))
 
 real, written = s._atomic_write_bytes, []
 
@@ -321,7 +323,7 @@ def atomic_write_bytes(path, data):
         pause()
 
 s._atomic_write_bytes = atomic_write_bytes
-store.write("m", {"family": "mlp", "version": 2}, files(2), overwrite=True)
+store.write("m", ModelInfo(family="mlp", command=f"v{2}"), files(2), overwrite=True)
 print("NOT KILLED", flush=True)
 """
 
@@ -350,7 +352,7 @@ def test_sigkill_while_saving_over_a_model_leaves_a_complete_version(point, byte
     _overwrite_and_kill(store.root, point)
     listing = store.list()
     assert listing.names() == ["m"] and not listing.problems, listing.problems  # leftovers are no orphan models
-    assert listing.get("m").meta["version"] == version
+    assert listing.get("m").info.command == f"v{version}"
     _, served = store.verify("m")
     paths = {".keras": store.keras_path("m"), ".onnx": served["onnx"], ".novelty.npz": served["novelty"]}
     assert {suffix: path.read_bytes() for suffix, path in paths.items()} == _files(version)
@@ -363,8 +365,8 @@ def test_sigkill_while_saving_over_a_model_leaves_a_complete_version(point, byte
 def test_leftovers_of_a_killed_overwrite_go_with_the_next_save(point, bytes_store):
     store = bytes_store
     _overwrite_and_kill(store.root, point)
-    store.write("m", {"family": "mlp", "version": 3}, _files(3), overwrite=True)
-    stem = store.meta("m")["stem"]
+    store.write("m", ModelInfo(family="mlp", command=f"v{3}"), _files(3), overwrite=True)
+    stem = store.info("m").stem
     assert _model_files(store.root) == {"m.json", *(stem + s for s in SUFFIXES)}
     assert not [p for p in store.root.iterdir() if p.name.startswith(".")]
 
@@ -381,7 +383,7 @@ def test_leftovers_of_a_killed_overwrite_go_with_clean_temporaries(point, bytes_
     time.sleep(0.02)
     assert store.clean_temporaries(older_than_s=0) == len(leftovers)
     assert _model_files(store.root) == current
-    assert store.list().names() == ["m"] and store.meta("m")["version"] == KILL_OVERWRITE_POINTS[point]
+    assert store.list().names() == ["m"] and store.info("m").command == f"v{KILL_OVERWRITE_POINTS[point]}"
 
 
 def test_delete_removes_leftover_versions(bytes_store):

@@ -71,9 +71,9 @@ def test_stop_request_ends_training_within_one_batch_and_keeps_the_model_so_far(
     assert result.test_accuracy is not None and 0.2 < result.test_accuracy <= 1
     store = ModelStore(tmp_path / "models")
     name = save_result(result, store, name="stopped")
-    meta = store.meta(name)
-    assert meta["stopped_early"] is True and meta["test_accuracy"] == result.test_accuracy
-    assert len(meta["history"]["batch"]) == 5 and store.list().names() == ["stopped"]
+    meta = store.info(name)
+    assert meta.stopped_early is True and meta.test_accuracy == result.test_accuracy
+    assert len(meta.history["batch"]) == 5 and store.list().names() == ["stopped"]
 
 
 def test_stop_before_training_still_trains_one_batch():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.storage.info import ModelInfo
 from core.storage.store import Entry, Listing, ModelStore, StoreError
 
 
@@ -52,15 +53,14 @@ def _on_pick() -> None:
     st.session_state[MODEL_NAME] = st.session_state.get(PICKER_KEY)
 
 
-def _fmt_accuracy(meta: dict) -> str:
-    acc = meta.get("test_accuracy")
-    return f"{acc:.2%}" if isinstance(acc, (int, float)) else "not measured"
+def _fmt_accuracy(info: ModelInfo) -> str:
+    return f"{info.test_accuracy:.2%}" if info.test_accuracy is not None else "not measured"
 
 
 def model_label(entry: Entry, default: str | None) -> str:
     """A short picker label: name and test accuracy (a star marks the server's default)."""
     star = " ★" if entry.name == default else ""
-    return f"{entry.name} · {_fmt_accuracy(entry.meta)}{star}"
+    return f"{entry.name} · {_fmt_accuracy(entry.info)}{star}"
 
 
 def current_entry(models: Listing | None = None) -> Entry | None:
@@ -105,27 +105,33 @@ def model_picker() -> Entry | None:
     return entry
 
 
-def model_summary(meta: dict) -> str:
+def family_label(info: ModelInfo) -> str:
+    """The architecture's display name ("CNN", "MLP")."""
+    return FAMILY_LABELS.get(info.family, info.family)
+
+
+def created_utc(info: ModelInfo) -> str:
+    """When the model was saved, as ``YYYY-MM-DD HH:MM`` (UTC); empty when unknown."""
+    return info.created[:16].replace("T", " ")
+
+
+def model_summary(info: ModelInfo) -> str:
     """One line about a model: family, parameters, test accuracy, training date."""
-    family = FAMILY_LABELS.get(str(meta.get("family")), str(meta.get("family", "?")))
-    parts = [f"**{family}**"]
-    params = meta.get("params", meta.get("param_count"))
-    if isinstance(params, int):
-        parts.append(f"{params:,} parameters")
-    parts.append(f"test accuracy **{_fmt_accuracy(meta)}**")
-    created = str(meta.get("created", ""))[:16].replace("T", " ")
-    if created:
-        parts.append(f"trained {created} UTC")
+    parts = [f"**{family_label(info)}**"]
+    if info.params is not None:
+        parts.append(f"{info.params:,} parameters")
+    parts.append(f"test accuracy **{_fmt_accuracy(info)}**")
+    if info.created:
+        parts.append(f"trained {created_utc(info)} UTC")
     return " · ".join(parts)
 
 
-def training_summary(meta: dict) -> str:
+def training_summary(info: ModelInfo) -> str:
     """When and how a model was trained, as one sentence."""
-    created = str(meta.get("created", ""))[:16].replace("T", " ")
-    hp = meta.get("hyperparameters") or {}
-    parts = [f"Trained {created} UTC" if created else "Trained"]
-    if isinstance(meta.get("train_seconds"), (int, float)):
-        parts.append(f"in {meta['train_seconds']:.0f} s")
+    hp = info.hyperparameters
+    parts = [f"Trained {created_utc(info)} UTC" if info.created else "Trained"]
+    if info.train_seconds is not None:
+        parts.append(f"in {info.train_seconds:.0f} s")
     if hp.get("epochs"):
         size = hp.get("train_size") or 60000
         parts.append(f"on {size:,} images, {hp['epochs']} epoch{'s' if hp['epochs'] != 1 else ''}")
@@ -134,7 +140,7 @@ def training_summary(meta: dict) -> str:
 
 def model_card(entry: Entry, *, container=None) -> None:
     """Family, parameters, test accuracy and training date of one model, as a caption."""
-    (container or st).caption(model_summary(entry.meta))
+    (container or st).caption(model_summary(entry.info))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model…")
@@ -152,7 +158,7 @@ def predictor(entry: Entry):
     Raises:
         StoreError: the model's files are gone, altered or cannot be loaded.
     """
-    checksum = str((entry.meta.get("files") or {}).get(".onnx", ""))
+    checksum = str(entry.info.files.get(".onnx", ""))
     return _load_predictor(str(entry.path.parent), entry.name, checksum)
 
 

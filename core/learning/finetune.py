@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.serving.calibrate import temperature_of
 from core.config import IMAGE_SIZE, NUM_CLASSES
 from core.data import Split, cached_mnist, to_model_input
-from core.learning.model import ModelSpec, default_spec
-from core.learning.train import (ProgressHook, TrainConfig, TrainResult, fit, result_meta, save_with_served_files,
+from core.learning.model import recorded_spec
+from core.storage.info import ModelInfo
+from core.learning.train import (ProgressHook, TrainConfig, TrainResult, fit, result_info, save_with_served_files,
                                  test_accuracy)
 
 DEFAULT_MNIST_MIX = 10_000
@@ -89,21 +89,11 @@ def repeats_for(corrections: int, mnist_mix: int, share: float = CORRECTION_SHAR
     return int(min(MAX_REPEATS, max(1, math.ceil(want / corrections))))
 
 
-def _spec_of(model, base_meta: dict | None) -> ModelSpec:
-    """The base model's architecture as recorded in its metadata, else its family's defaults (the
-    saved metadata lists the real layers either way)."""
-    try:
-        return ModelSpec.from_dict((base_meta or {})["hyperparameters"]["spec"])
-    except (KeyError, TypeError, ValueError):
-        family = str((base_meta or {}).get("family") or getattr(model, "name", ""))
-        return default_spec(family if family in ("mlp", "cnn") else "cnn")
-
-
-def _label_smoothing(base_meta: dict | None) -> float:
+def _label_smoothing(base: ModelInfo) -> float:
     """The base model's label smoothing: keep the loss it was trained with, and so its calibration."""
     try:
-        value = float((base_meta or {})["hyperparameters"].get("label_smoothing") or 0.0)
-    except (KeyError, TypeError, ValueError, AttributeError):
+        value = float(base.hyperparameters.get("label_smoothing") or 0.0)
+    except (TypeError, ValueError):
         return 0.0
     return value if 0.0 <= value < 0.5 else 0.0
 
@@ -136,7 +126,7 @@ def finetune(
     augment: bool = True,
     seed: int = 0,
     base_name: str = "",
-    base_meta: dict | None = None,
+    base_info: ModelInfo | None = None,
     hook: ProgressHook | None = None,
     stop: threading.Event | None = None,
 ) -> FinetuneResult:
@@ -156,7 +146,7 @@ def finetune(
         augment: random small rotations, scalings, shears and shifts of every training image.
         seed: seeds the MNIST sample, the shuffling and the augmentation.
         base_name: the base model's store name, recorded in the result.
-        base_meta: the base model's store metadata: its label smoothing is kept; its architecture
+        base_info: the base model's store metadata: its label smoothing is kept; its architecture
             and test accuracy go into the record.
         hook: called with a ``core.learning.train.Progress`` after every batch and epoch.
         stop: when set, training ends after the current batch; the result has ``stopped=True`` and
@@ -175,10 +165,11 @@ def finetune(
     repeats = repeats_for(len(y_fix), int(mnist_mix)) if repeats is None else int(repeats)
     if not 1 <= repeats <= 1000:
         raise ValueError(f"repeats must be between 1 and 1000, got {repeats}.")
-    spec = _spec_of(base_model, base_meta)
+    base_info = base_info or ModelInfo()
+    spec = recorded_spec(base_info, family=str(getattr(base_model, "name", "")))
     cfg = TrainConfig(spec=spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                       schedule="onecycle", train_size=int(mnist_mix), val_fraction=0.0, augment=augment,
-                      label_smoothing=_label_smoothing(base_meta), seed=seed)
+                      label_smoothing=_label_smoothing(base_info), seed=seed)
 
     pick = np.random.default_rng(seed).permutation(len(mnist.y_train))[:int(mnist_mix)]
     x_train = np.concatenate([to_model_input(mnist.x_train[pick]), np.repeat(x_fix, repeats, axis=0)])
@@ -195,34 +186,30 @@ def finetune(
     trained = bool(history["batch"])
     after = _accuracy(model, x_fix, y_fix) if trained else None
     test_acc = test_accuracy(model, split.x_test, split.y_test) if trained else None
-    base_acc = (base_meta or {}).get("test_accuracy")
     settings = {"base_model": base_name, "corrections": int(len(y_fix)), "repeats": repeats,
                 "mnist_mix": int(mnist_mix), "correction_share": round(len(y_fix) * repeats / max(1, len(y_train)), 4)}
     return FinetuneResult(
         cfg, model, history, test_acc, seconds, stopped, int(model.count_params()), mnist.sha256,
         # Same network, same label smoothing, a few epochs more: the base model's calibration still holds.
-        temperature=temperature_of(base_meta),
+        temperature=base_info.temperature,
         base_model=base_name, corrections=int(len(y_fix)), repeats=repeats, mnist_mix=int(mnist_mix),
         corrections_accuracy_before=before, corrections_accuracy_after=after,
-        base_test_accuracy=float(base_acc) if isinstance(base_acc, (int, float)) else None, settings=settings,
+        base_test_accuracy=base_info.test_accuracy, settings=settings,
     )
 
 
-def finetune_meta(result: FinetuneResult, *, command: str | None = None) -> dict:
-    """Store metadata for a fine-tuned model: ``core.learning.train.result_meta`` (family, hyperparameters,
+def finetune_info(result: FinetuneResult, *, command: str | None = None) -> ModelInfo:
+    """Store metadata for a fine-tuned model: ``core.learning.train.result_info`` (family, hyperparameters,
     test accuracy, training seconds, history, layers) plus the base model and the corrections."""
-    meta = result_meta(result, command=command)
+    info = result_info(result, command=command)
     finetuning = {
         **result.settings,
         "corrections_accuracy_before": result.corrections_accuracy_before,
         "corrections_accuracy_after": result.corrections_accuracy_after,
         "base_test_accuracy": result.base_test_accuracy,
     }
-    meta["hyperparameters"]["finetune"] = finetuning
-    meta["base_model"] = result.base_model
-    meta["corrections"] = result.corrections
-    meta["finetuned"] = True
-    return meta
+    return info.replace(hyperparameters={**info.hyperparameters, "finetune": finetuning},
+                        base_model=result.base_model, corrections=result.corrections)
 
 
 def save_finetuned(result: FinetuneResult, store=None, *, name: str | None = None,
@@ -240,4 +227,4 @@ def save_finetuned(result: FinetuneResult, store=None, *, name: str | None = Non
         raise ValueError("This fine-tuning was stopped before its first batch; there is no model to save.")
     store = store or ModelStore()
     name = name or store.new_name(f"{result.config.spec.family}-finetuned")
-    return save_with_served_files(result.model, finetune_meta(result, command=command), store, name=name)
+    return save_with_served_files(result.model, finetune_info(result, command=command), store, name=name)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 from core.config import IMAGE_SIZE, NUM_CLASSES
+from core.storage.info import ModelInfo
 
 Family = Literal["mlp", "cnn"]
 
@@ -71,6 +72,16 @@ def default_spec(family: Family) -> ModelSpec:
     if family == "mlp":
         return ModelSpec(family="mlp", hidden=DEFAULT_MLP_HIDDEN, filters=(), dropout=0.2, batch_norm=True)
     return ModelSpec(family="cnn")
+
+
+def recorded_spec(info: ModelInfo, family: str | None = None) -> ModelSpec:
+    """The architecture a stored model was trained with, as its metadata records it; else the
+    default of its family (the recorded one, else ``family``, else the CNN)."""
+    try:
+        return ModelSpec.from_dict(info.hyperparameters["spec"])
+    except (KeyError, TypeError, ValueError):
+        known = [f for f in (info.family, family) if f in ("mlp", "cnn")]
+        return default_spec(known[0] if known else "cnn")
 
 
 def build_model(spec: ModelSpec, *, seed: int | None = None):

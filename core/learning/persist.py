@@ -13,6 +13,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from core.storage.info import ModelInfo
 from core.storage.store import KERAS_SUFFIX, ModelStore, StoreError
 
 
@@ -50,15 +51,15 @@ def _keras_bytes(store: ModelStore, model, name: str) -> bytes:
         Path(tmp).unlink(missing_ok=True)
 
 
-def save_model(store: ModelStore, model, meta: dict, name: str | None = None, *, overwrite: bool = False,
+def save_model(store: ModelStore, model, info: ModelInfo, name: str | None = None, *, overwrite: bool = False,
                files: dict[str, bytes] | None = None) -> str:
-    """Save ``model`` (without optimizer state), the ``files`` beside it and ``meta`` atomically to
+    """Save ``model`` (without optimizer state), the ``files`` beside it and ``info`` atomically to
     ``store``; returns the name.
 
     Args:
         store: the model store.
         model: a Keras model.
-        meta: metadata; ``params`` (the model's parameter count) and ``keras_version`` are added, and
+        info: its metadata; ``params`` (the model's parameter count) and ``keras_version`` are added, and
             the store adds ``name``, ``created`` (unless given), ``files`` (each file's SHA-256) and,
             over an existing model, ``stem`` (see `core.storage.store.ModelStore.write`).
         name: the model's name (default: ``<family>-<UTC time>``).
@@ -72,11 +73,11 @@ def save_model(store: ModelStore, model, meta: dict, name: str | None = None, *,
     """
     import keras
 
-    name = store.name_for_save(name, meta, overwrite=overwrite)
+    name = store.name_for_save(name, info.family, overwrite=overwrite)
     store.root.mkdir(parents=True, exist_ok=True)
     data = _keras_bytes(store, model, name)
-    meta = {**meta, "params": int(model.count_params()), "keras_version": keras.__version__}
-    return store.write(name, meta, {**(files or {}), KERAS_SUFFIX: data}, overwrite=overwrite)
+    info = info.replace(params=int(model.count_params()), keras_version=keras.__version__)
+    return store.write(name, info, {**(files or {}), KERAS_SUFFIX: data}, overwrite=overwrite)
 
 
 def load_model(store: ModelStore, name: str):

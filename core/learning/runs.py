@@ -227,7 +227,7 @@ class RunBoard:
         models_dir = str(models_dir or self.models_dir)
         if name is not None:
             try:
-                ModelStore(models_dir).name_for_save(name, {})
+                ModelStore(models_dir).name_for_save(name, "model")
             except StoreError as exc:
                 raise RunError(str(exc)) from exc
         request = {"kind": kind, "config": cfg.to_dict(), "name": name, "command": command, "shipped": shipped}

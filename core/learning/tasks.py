@@ -128,7 +128,7 @@ def _train(request: dict, models_dir: str, reporter: _Reporter) -> dict:
     cfg = TrainConfig.from_dict(request["config"])
     store = ModelStore(models_dir)
     if request.get("name"):
-        store.name_for_save(request["name"], {})  # a bad or taken name fails before training
+        store.name_for_save(request["name"], "model")  # a bad or taken name fails before training
     _phase(reporter, "Loading MNIST and building the model…")
     result = train(cfg, hook=reporter.hook, stop=reporter.stop)
     state, name = _outcome(reporter, result), None
@@ -149,9 +149,9 @@ def _finetune(request: dict, models_dir: str, reporter: _Reporter) -> dict:
     store = ModelStore(models_dir)
     base_name = request["base_model"]
     _phase(reporter, f"Loading {base_name} and the corrections…")
-    base_meta, base_model = store.meta(base_name), load_model(store, base_name)
+    base_info, base_model = store.info(base_name), load_model(store, base_name)
     x, y = request["corrections"]
-    result = finetune(base_model, x, y, base_name=base_name, base_meta=base_meta, hook=reporter.hook,
+    result = finetune(base_model, x, y, base_name=base_name, base_info=base_info, hook=reporter.hook,
                       stop=reporter.stop)
     state, name = _outcome(reporter, result), None
     if state != "cancelled" and result.history["batch"]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from core.data import Split, cached_mnist, training_split
 from core.learning.model import ModelSpec, build_model
+from core.storage.info import ModelInfo
 
 Schedule = Literal["onecycle", "constant"]
 
@@ -305,29 +306,25 @@ def _thin(rows: list[dict], limit: int = 400) -> list[dict]:
     return picked + [rows[-1]]
 
 
-def result_meta(result: TrainResult, *, command: str | None = None, shipped: bool = False) -> dict:
+def result_info(result: TrainResult, *, command: str | None = None, shipped: bool = False) -> ModelInfo:
     """Store metadata for a finished run: family, hyperparameters, metrics, curves, data hash."""
     from core.learning.model import layer_summary
 
-    meta = {
-        "family": result.config.spec.family,
-        "hyperparameters": result.config.to_dict(),
-        "param_count": result.param_count,
-        "test_accuracy": result.test_accuracy,
-        "train_seconds": round(result.train_seconds, 2),
-        "data_sha256": result.data_sha256,
-        "history": {"epoch": result.history["epoch"], "batch": _thin(result.history["batch"])},
-        "layers": layer_summary(result.model),
+    return ModelInfo(
+        family=result.config.spec.family,
+        hyperparameters=result.config.to_dict(),
+        params=result.param_count,
+        test_accuracy=result.test_accuracy,
+        train_seconds=round(result.train_seconds, 2),
+        data_sha256=result.data_sha256,
+        history={"epoch": result.history["epoch"], "batch": _thin(result.history["batch"])},
+        layers=layer_summary(result.model),
         # Shown confidences are softmax(logits / temperature) (core.serving.calibrate); the digit never changes.
-        "temperature": result.temperature,
-    }
-    if command:
-        meta["command"] = command
-    if result.stopped:
-        meta["stopped_early"] = True  # its owner stopped it: the model as it was then
-    if shipped:
-        meta["shipped"] = True
-    return meta
+        temperature=result.temperature,
+        command=command or None,
+        stopped_early=result.stopped,  # its owner stopped it: the model as it was then
+        shipped=shipped,
+    )
 
 
 def save_result(result: TrainResult, store=None, *, name: str | None = None, command: str | None = None,
@@ -336,11 +333,11 @@ def save_result(result: TrainResult, store=None, *, name: str | None = None, com
     (atomically); returns its name."""
     if result.model is None or not result.history["batch"]:
         raise ValueError("This run was stopped before its first batch; there is no model to save.")
-    return save_with_served_files(result.model, result_meta(result, command=command, shipped=shipped), store,
+    return save_with_served_files(result.model, result_info(result, command=command, shipped=shipped), store,
                                   name=name)
 
 
-def save_with_served_files(model, meta: dict, store=None, *, name: str | None = None,
+def save_with_served_files(model, info: ModelInfo, store=None, *, name: str | None = None,
                            overwrite: bool = False) -> str:
     """Save the model to the store (`core.learning.persist.save_model`) with the files the web tier
     serves it from (`served_files`: its exported inference file and its "not a digit" detector).
@@ -356,8 +353,8 @@ def save_with_served_files(model, meta: dict, store=None, *, name: str | None = 
 
     store = store or ModelStore()
     if name is not None:
-        store.name_for_save(name, meta, overwrite=overwrite)
-    return save_model(store, model, meta, name=name, overwrite=overwrite, files=served_files(model))
+        store.name_for_save(name, info.family, overwrite=overwrite)
+    return save_model(store, model, info, name=name, overwrite=overwrite, files=served_files(model))
 
 
 def served_files(model) -> dict[str, bytes]:

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-T_MIN, T_MAX = 0.05, 5.0
+from core.storage.info import T_MAX, T_MIN  # the range a stored temperature is trusted in
 
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -64,12 +64,3 @@ def fit_temperature(probs: np.ndarray, labels: np.ndarray) -> float:
             b = lo + golden * (hi - lo)
             fb = nll(probs, labels, math.exp(b))
     return float(round(math.exp((lo + hi) / 2), 4))
-
-
-def temperature_of(meta: dict | None) -> float:
-    """A model's stored temperature (metadata key ``temperature``), 1.0 when missing or unusable."""
-    try:
-        t = float((meta or {}).get("temperature", 1.0))
-    except (TypeError, ValueError):
-        return 1.0
-    return t if math.isfinite(t) and T_MIN <= t <= T_MAX else 1.0

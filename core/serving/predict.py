@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.serving.calibrate import apply_temperature, temperature_of
+from core.serving.calibrate import apply_temperature
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,15 @@ class Predictor:
     Args:
         runtime: the model's `core.serving.runtime.Runtime`.
         name: the store name, for display.
-        meta: the model's store metadata (its calibration temperature).
+        temperature: the model's calibration temperature (`core.storage.info.ModelInfo.temperature`).
         detector: the model's `core.serving.novelty.NoveltyDetector`; None: every ``is_digit`` is True.
     """
 
-    def __init__(self, runtime, name: str = "", meta: dict | None = None, detector=None):
+    def __init__(self, runtime, name: str = "", temperature: float = 1.0, detector=None):
         self.runtime = runtime
         self.name = name
-        self.meta = meta or {}
         # Confidence calibration fitted at training time (core.serving.calibrate); 1.0 leaves them as they are.
-        self.temperature = temperature_of(self.meta)
+        self.temperature = float(temperature)
         if detector is not None and detector.means.shape[1] != runtime.feature_count:
             log.warning("The \"not a digit\" detector of %r does not fit its exported model; it is off.",
                         name or "(unnamed)")
@@ -91,13 +90,13 @@ class Predictor:
         from core.storage.store import ModelStore, StoreError
 
         store = store or ModelStore()
-        meta, files = store.verify(name)
+        info, files = store.verify(name)
         try:
             runtime = Runtime(files["onnx"])
             detector = NoveltyDetector.load(files["novelty"])
         except (RuntimeError_, NoveltyError) as exc:
             raise StoreError(f"Model {name!r} cannot be served: {exc}.") from exc
-        return cls(runtime, name=name, meta=meta, detector=detector)
+        return cls(runtime, name=name, temperature=info.temperature, detector=detector)
 
     def _classify(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (N, 10), is_digit bool (N,)) for a (N, 28, 28, 1) batch, one model call."""

@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core import config
+from core.storage.info import ModelInfo
 
 KERAS_SUFFIX = ".keras"
 ONNX_SUFFIX = ".onnx"  # the exported inference file (core.learning.export)
@@ -58,12 +59,12 @@ class Entry:
     """A listed model: its name, metadata and the path of its current ``.keras`` file."""
 
     name: str
-    meta: dict
+    info: ModelInfo
     path: Path
 
     @property
     def is_default(self) -> bool:
-        return bool(self.meta.get("shipped")) or self.name == config.DEFAULT_MODEL_NAME
+        return self.info.shipped or self.name == config.DEFAULT_MODEL_NAME
 
 
 @dataclass
@@ -88,15 +89,15 @@ def check_name(name: str) -> str:
     return name
 
 
-def _stem_of(name: str, meta: dict) -> str:
-    """The stem of the files of model ``name`` that its metadata ``meta`` records (``name`` when it
+def _stem_of(name: str, info: ModelInfo) -> str:
+    """The stem of the files of model ``name`` that its metadata ``info`` records (``name`` when it
     records none).
 
     Raises:
         StoreError: the recorded stem is not ``name`` or ``name~xxxxxxxx``.
     """
-    stem = meta.get("stem", name)
-    if stem != name and not (isinstance(stem, str) and re.fullmatch(re.escape(name) + r"~[0-9a-f]{8}", stem)):
+    stem = info.stem or name
+    if stem != name and not re.fullmatch(re.escape(name) + r"~[0-9a-f]{8}", stem):
         raise StoreError(f"its metadata records an invalid file stem {stem!r}")
     return stem
 
@@ -152,15 +153,27 @@ class ModelStore:
         none or there is no metadata, None when the metadata cannot be read or records an invalid
         stem."""
         try:
-            meta = json.loads(self.meta_path(name).read_text(encoding="utf-8"))
+            info = self._read_info(name)
         except FileNotFoundError:
             return name
         except (OSError, ValueError):
             return None
         try:
-            return _stem_of(name, meta) if isinstance(meta, dict) else None
+            return _stem_of(name, info)
         except StoreError:
             return None
+
+    def _read_info(self, name: str) -> ModelInfo:
+        """The metadata file of ``name``, as it is on disk (unchecked).
+
+        Raises:
+            FileNotFoundError: there is none. OSError: it cannot be read. ValueError: it is not a
+                JSON object.
+        """
+        return ModelInfo.from_json(json.loads(self.meta_path(name).read_text(encoding="utf-8")))
+
+    def _write_info(self, name: str, info: ModelInfo) -> None:
+        _atomic_write_bytes(self.meta_path(name), json.dumps(info.to_json(), indent=1).encode("utf-8"))
 
     def _version_files(self, name: str) -> dict[Path, str]:
         """The files of every version of ``name`` in the folder (``NAME + suffix`` and
@@ -195,44 +208,41 @@ class ModelStore:
                 continue
             try:
                 check_name(name)
-                meta, _ = self.verify(name)
+                info, _ = self.verify(name)
             except (StoreError, OSError, ValueError) as exc:
                 listing.problems[name] = f"Skipped model {name!r}: {exc}"
                 continue
-            listing.entries.append(Entry(name, meta, self.root / f"{_stem_of(name, meta)}{KERAS_SUFFIX}"))
+            listing.entries.append(Entry(name, info, self.root / f"{_stem_of(name, info)}{KERAS_SUFFIX}"))
         for orphan in self.root.glob("*.keras"):
             if orphan.name.startswith(".") or "~" in orphan.name:  # a temporary file, or a version of a model
                 continue
             if not orphan.with_suffix(".json").exists():
                 listing.problems[orphan.stem] = f"Skipped model {orphan.stem!r}: it has no metadata file."
-        listing.entries.sort(key=lambda e: (str(e.meta.get("created", "")), e.name), reverse=True)
+        listing.entries.sort(key=lambda e: (e.info.created, e.name), reverse=True)
         return listing
 
-    def verify(self, name: str) -> tuple[dict, dict[str, Path]]:
+    def verify(self, name: str) -> tuple[ModelInfo, dict[str, Path]]:
         """A model's metadata and the paths of the files it is served from (under the stem the
         metadata records), after checking them.
 
         Returns:
-            (meta, {"onnx": path, "novelty": path}).
+            (info, {"onnx": path, "novelty": path}).
 
         Raises:
             StoreError: unknown name, unreadable metadata or an invalid stem in it, or a file that is
                 missing or does not match the checksum recorded when the model was saved (altered or
                 damaged).
         """
-        meta_file = self.meta_path(name)
         try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            info = self._read_info(name)
         except FileNotFoundError:
             raise StoreError(f"No model named {name!r} in {self.root}.") from None
         except (OSError, ValueError) as exc:
             raise StoreError(f"the metadata of {name!r} cannot be read ({exc})") from exc
-        if not isinstance(meta, dict):
-            raise StoreError("metadata is not a JSON object")
-        recorded = meta.get("files")
-        if not isinstance(recorded, dict) or not all(s in recorded for s in SERVED.values()):
+        recorded = info.files
+        if not all(s in recorded for s in SERVED.values()):
             raise StoreError(f"it has no exported inference file; make one with `python -m core export {name}`")
-        stem = _stem_of(name, meta)
+        stem = _stem_of(name, info)
         for suffix, expected in recorded.items():
             path = self.root / f"{stem}{suffix}"
             if suffix not in FILE_SUFFIXES:
@@ -242,7 +252,7 @@ class ModelStore:
             if file_sha256(path) != expected:
                 raise StoreError(f"its file {path.name} does not match the checksum recorded when it was saved "
                                  "(altered or damaged)")
-        return meta, {role: self.root / f"{stem}{suffix}" for role, suffix in SERVED.items()}
+        return info, {role: self.root / f"{stem}{suffix}" for role, suffix in SERVED.items()}
 
     # --- saving -------------------------------------------------------------------------------
 
@@ -254,19 +264,19 @@ class ModelStore:
             name = f"{family}-{stamp}-{i}"
         return name
 
-    def name_for_save(self, name: str | None, meta: dict, *, overwrite: bool = False) -> str:
-        """The name a save of ``meta`` under ``name`` takes: ``name`` itself, or a new
+    def name_for_save(self, name: str | None, family: str, *, overwrite: bool = False) -> str:
+        """The name a save of a ``family`` model under ``name`` takes: ``name`` itself, or a new
         ``<family>-<UTC time>`` one when it is None.
 
         Raises:
             StoreError: bad name, or the name exists and ``overwrite`` is False.
         """
-        name = check_name(name or self.new_name(str(meta.get("family", "model"))))
+        name = check_name(name or self.new_name(family))
         if not overwrite and (self.meta_path(name).exists() or self.keras_path(name).exists()):
             raise StoreError(f"A model named {name!r} already exists in {self.root}.")
         return name
 
-    def write(self, name: str | None, meta: dict, files: dict[str, bytes], *, overwrite: bool = False) -> str:
+    def write(self, name: str | None, info: ModelInfo, files: dict[str, bytes], *, overwrite: bool = False) -> str:
         """Write a model's files and its metadata atomically; returns the name.
 
         ``files`` maps suffixes (`KERAS_SUFFIX`, `ONNX_SUFFIX`, `NOVELTY_SUFFIX`) to the bytes of the
@@ -286,21 +296,18 @@ class ModelStore:
                 does not know.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        name = self.name_for_save(name, meta, overwrite=overwrite)
+        name = self.name_for_save(name, info.family, overwrite=overwrite)
         stem = name
         if self.meta_path(name).exists():  # never write over the files the current metadata points to
             current = self._recorded_stem(name)
             while stem in (name, current):
                 stem = f"{name}~{secrets.token_hex(4)}"
         checksums = self._write_files(stem, files)
-        meta = {key: value for key, value in meta.items() if key != "stem"}
-        meta = {**meta, "name": name, "files": checksums,
-                "created": meta.get("created") or datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        if stem != name:
-            meta["stem"] = stem
+        info = info.replace(name=name, files=checksums, stem=stem if stem != name else None,
+                            created=info.created or datetime.now(timezone.utc).isoformat(timespec="seconds"))
         # Metadata last: its presence is what makes the model listed, and replacing it is what
         # switches an existing model to the new files.
-        _atomic_write_bytes(self.meta_path(name), json.dumps(meta, indent=1).encode("utf-8"))
+        self._write_info(name, info)
         self._remove_versions(name, keep=stem)
         self.prune()
         return name
@@ -313,19 +320,16 @@ class ModelStore:
             StoreError: no such model (its ``.keras`` and metadata must exist), an invalid stem in its
                 metadata, or a suffix the store does not know.
         """
-        meta_file = self.meta_path(name)
         try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            info = self._read_info(name)
         except (OSError, ValueError) as exc:
             raise StoreError(f"No model named {name!r} in {self.root} ({exc}).") from exc
-        if not isinstance(meta, dict):
-            raise StoreError(f"No model named {name!r} in {self.root}.")
-        stem = _stem_of(name, meta)
+        stem = _stem_of(name, info)
         keras_file = self.root / f"{stem}{KERAS_SUFFIX}"
         if not keras_file.is_file():
             raise StoreError(f"No model named {name!r} in {self.root}.")
         checksums = {KERAS_SUFFIX: file_sha256(keras_file), **self._write_files(stem, files)}
-        _atomic_write_bytes(meta_file, json.dumps({**meta, "files": checksums}, indent=1).encode("utf-8"))
+        self._write_info(name, info.replace(files=checksums))
 
     def _write_files(self, stem: str, files: dict[str, bytes]) -> dict[str, str]:
         """Write each ``STEM + suffix`` file atomically, the ``.keras`` archive first; returns their
@@ -388,11 +392,16 @@ class ModelStore:
                 n += self._remove_versions(name, keep=keep, older_than_s=older_than_s)
         return n
 
-    def meta(self, name: str) -> dict:
+    def info(self, name: str) -> ModelInfo:
+        """The metadata of a usable model.
+
+        Raises:
+            StoreError: no usable model of that name.
+        """
         entry = self.list().get(name)
         if entry is None:
             raise StoreError(f"No usable model named {name!r} in {self.root}.")
-        return entry.meta
+        return entry.info
 
     # --- the server's default model --------------------------------------------------------------
 
