@@ -51,9 +51,9 @@ if not models.entries:
     st.info("No models yet.")
     st.stop()
 
-# A Markdown table, not st.dataframe: the data grid's JavaScript (~1.3 MB) and pandas (~0.5 s to
-# import, holding the GIL while the browser's first requests wait) would delay the whole page for
-# a list of a few models (bench/app_latency.py, home_s).
+# A Markdown table, not st.dataframe: the data grid's JavaScript and importing pandas (which holds
+# the GIL while the browser's first requests wait) would delay the whole page for a list of a few
+# models (bench/app_latency.py, home_s).
 default = default_name(models)
 st.markdown(markdown_table(
     [{"model": f"**{e.name}**",
@@ -93,7 +93,7 @@ for e in models.entries:
                 right=("parameters",)))
         history = e.info.history
         # Drawn on request: a Plotly chart per model, even in a closed expander, delays the whole
-        # Home page by a second or two on a small machine (bench/app_latency.py, home_s).
+        # Home page (bench/app_latency.py, home_s).
         if history.get("batch") and st.toggle("Show the training curves", key=f"home_show_curves_{e.name}"):
             st.plotly_chart(_curves(str(e.path.parent), e.name, e.info.created, history),
                             width="stretch", key=f"home_curves_{e.name}")

@@ -178,6 +178,7 @@ def _predictor(name: str | None):
 
 
 def cmd_evaluate(args) -> int:
+    """``evaluate``: the model's accuracy on the 10,000 MNIST test images; returns the exit code."""
     from core.data import cached_mnist
 
     pred = _predictor(args.model)
@@ -191,6 +192,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    """``predict``: read each file (one digit, or a number with ``--multi``); returns 1 when a file
+    could not be read, else 0."""
 
     pred = _predictor(args.model)
     failed = False
@@ -248,6 +251,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_list(args) -> int:
+    """``list``: the store's usable models (``*`` marks the default) and the problems found; returns 0."""
     from core.storage.store import ModelStore
 
     store = ModelStore()
@@ -268,6 +272,8 @@ def cmd_list(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: the command line); returns the exit code: 0 done, 1 an
+    unusable file or model (the message on stderr), 2 a usage error (argparse's own)."""
     args = _parser().parse_args(argv)
     from core.data import DataError
     from core.learning.runs import RunError

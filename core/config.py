@@ -31,10 +31,10 @@ IMAGE_SIZE = 28
 NUM_CLASSES = 10
 
 # How long the Draw page's canvas waits after a stroke before it sends the drawing (ms). The canvas
-# component as shipped waits 200 ms (to merge events that end one gesture), two thirds of the
-# 300 ms a reading may take; "shipped" (or any non-number) keeps the component's own delay.
+# component as shipped waits a fixed 200 ms (to merge events that end one gesture); "shipped" (or
+# any non-number) keeps it. The effect on stroke-to-answer time: bench/README.md (app_latency.py).
 CANVAS_SEND_MS_ENV = "DIGITS_CANVAS_SEND_MS"
-CANVAS_SEND_MS_DEFAULT = 5  # ms after a stroke (bench/app_latency.py: stroke p50 76 ms at 25, 64 ms at 5)
+CANVAS_SEND_MS_DEFAULT = 5  # ms after a stroke
 
 
 def models_dir() -> Path:

@@ -736,6 +736,52 @@ def test_upload_says_when_an_image_is_probably_not_a_digit(app_env):
     assert list(table["Digit?"]) == ["no", "yes"]
 
 
+def download_data(monkeypatch):
+    """A function that returns the bytes an ``st.download_button`` of an AppTest session would send.
+
+    AppTest exposes a download button's proto (its ``url`` into the media file storage) but not
+    the data; each run makes its own in-memory storage (``MemoryMediaFileStorage``), so this
+    records them and reads the button's file from the latest one."""
+    import streamlit.testing.v1.app_test as app_test_module
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    storages: list = []
+
+    class Recording(MemoryMediaFileStorage):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            storages.append(self)
+
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Recording)
+
+    def data(button) -> bytes:
+        url = button.proto.url
+        assert url and storages, "the download button has no file"
+        return storages[-1].get_file(url.rsplit("/", 1)[-1]).content
+
+    return data
+
+
+def test_upload_csv_keeps_spreadsheets_from_reading_file_names_as_formulas(app_env, monkeypatch):
+    import csv
+
+    read_download = download_data(monkeypatch)
+    risky = ["=cmd|' -C calc'!A0.png", "+1.png", "-1.png", "@SUM(A1).png"]
+    harmless = "seven.png"
+    at = app("pages/3_Upload.py").run()
+    files = [(name, png_bytes(mnist_test_digit(label)), "image/png")
+             for name, label in zip([*risky, harmless], [1, 2, 3, 4, 7])]
+    at.file_uploader(key="upload_files").set_value(files).run()
+    assert not at.exception, [e.message for e in at.exception]
+    (button,) = at.get("download_button")
+    assert button.proto.label == "Download as CSV"
+    rows = list(csv.DictReader(io.StringIO(read_download(button).decode("utf-8"))))
+    assert [r["file"] for r in rows] == ["'" + name for name in risky] + [harmless]
+    assert rows[-1]["digit"] == "7"
+    # No cell of the file, in any column, starts the way a formula does.
+    assert not [cell for r in rows for cell in r.values() if cell[:1] in ("=", "+", "-", "@", "\t", "\r")], rows
+
+
 # --- Train ------------------------------------------------------------------------------------------
 
 ACTIVE_TRAINING = ("Training queued", "Training in progress")  # the run panel's subheaders while it runs

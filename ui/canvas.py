@@ -107,10 +107,12 @@ def drawing_canvas(**kwargs):
     """streamlit-drawable-canvas's ``st_canvas(**kwargs)``, sending each stroke sooner.
 
     As shipped, the component (0.13) waits a fixed 200 ms after a stroke before it sends the
-    drawing, two thirds of the 300 ms a reading may take (bench/app_latency.py). Here the same
-    component, served from the installed package, runs with ``config.canvas_send_ms()`` instead
-    (5 ms; ``DIGITS_CANVAS_SEND_MS=shipped`` keeps 200). Another version of the component that
-    cannot be patched runs unchanged, with a warning in the server log.
+    drawing. Here the same component, served from the installed package, runs with
+    ``config.canvas_send_ms()`` instead (``DIGITS_CANVAS_SEND_MS=shipped`` keeps 200). Another
+    version of the component that cannot be patched runs unchanged, with a warning in the server log.
+
+    Returns:
+        What ``st_canvas`` returns (the drawing's image data and JSON), None before the first stroke.
     """
     global _canvas_problem_logged
     import streamlit_drawable_canvas

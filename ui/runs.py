@@ -19,7 +19,7 @@ from core.learning.runs import NotOwner, RunBoard, RunError, RunSnapshot
 OWNER_PARAM = "owner"  # the URL's query parameter that carries the visitor's owner token
 OWNER_KEY = "run_owner"  # ... and its session-state key
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-LIVE_REFRESH_S = 1.0  # the live panel's redraw period: a new batch is on screen within ~1.5 s
+LIVE_REFRESH_S = 1.0  # the live panel's redraw period
 LIVE_MAX_POINTS = 300  # per-batch points drawn per curve
 MAX_ACTIVE_PER_OWNER = 3  # runs one visitor may have queued or running at once
 FINETUNE = "finetune"

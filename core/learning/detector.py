@@ -70,8 +70,8 @@ def fit_detector(model, *, seed: int = 0):
 
     The digits are given as stored and through the training augmentation (`augment_fn`) without
     its stroke thickening, so low-resolution and blurred digits count as digits while solid blobs
-    do not (with it, 43% of generated non-digits were flagged instead of 62%, and no more real
-    digits kept: bench/reading_accuracy.py's tuning rows). Seconds on two cores.
+    do not (thickening made it flag fewer non-digits and keep no more real digits:
+    bench/reading_accuracy.py's tuning rows).
 
     Returns:
         A `core.serving.novelty.NoveltyDetector`.

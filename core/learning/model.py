@@ -56,10 +56,16 @@ class ModelSpec:
         object.__setattr__(self, "filters", tuple(int(f) for f in self.filters))
 
     def to_dict(self) -> dict:
+        """The spec as plain JSON values (stored in a model's metadata)."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":
+        """A spec from `to_dict`'s output; unknown keys are ignored.
+
+        Raises:
+            TypeError, ValueError: values the spec refuses (see the class).
+        """
         known = {k: data[k] for k in ("family", "hidden", "filters", "dropout", "batch_norm") if k in data}
         for key in ("hidden", "filters"):
             if key in known:
@@ -103,8 +109,8 @@ def build_model(spec: ModelSpec, *, seed: int | None = None):
     x = inputs
     if spec.family == "cnn":
         for i, width in enumerate(spec.filters):
-            # Strided convs instead of conv + max-pool: on a 2-core CPU a full-resolution conv and its
-            # pooling cost 3-4x more per epoch for the same accuracy (bench/train_speed.py).
+            # Strided convs instead of conv + max-pool: on a CPU a full-resolution conv and its
+            # pooling cost several times more per epoch for the same accuracy (bench/train_speed.py).
             # The 5x5 first conv sees a whole stroke width: 28 -> 12 -> 5 -> 2 pixels.
             x = layers.Conv2D(width, 5 if i == 0 else 3, strides=2, use_bias=not spec.batch_norm,
                               name=f"conv{i + 1}")(x)

@@ -149,9 +149,11 @@ class RunSnapshot:
 
     @property
     def active(self) -> bool:
+        """Queued or running."""
         return self.state in ACTIVE
 
     def owned_by(self, token: str) -> bool:
+        """Whether ``token`` is this run's owner token (an empty token owns nothing)."""
         return bool(token) and token == self.owner
 
 
@@ -293,6 +295,7 @@ class RunBoard:
             return self._serial
 
     def get(self, run_id: str) -> RunSnapshot | None:
+        """The run ``run_id`` as it is now; None for a run the board does not know (or forgot)."""
         with self._lock:
             run = self._runs.get(run_id)
             return None if run is None else self._snapshot(run)
@@ -305,6 +308,7 @@ class RunBoard:
 
     @property
     def workers(self) -> int:
+        """How many workers the cluster had when the board connected (runs that can train at once)."""
         return self._workers
 
     def _snapshot(self, run: _Run) -> RunSnapshot:

@@ -31,6 +31,7 @@ class Channels:
 
 
 def channel_names(run_id: str) -> Channels:
+    """The names of a run's Dask Queue (progress) and Events (stop, cancel, started)."""
     prefix = f"digits-run-{run_id}"
     return Channels(f"{prefix}-progress", f"{prefix}-stop", f"{prefix}-cancel", f"{prefix}-started")
 

@@ -68,21 +68,27 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
 
     def to_dict(self) -> dict:
+        """The settings as plain JSON values (stored in a model's metadata, sent to a Dask task)."""
         data = asdict(self)
         data["spec"] = self.spec.to_dict()
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
+        """Settings from `to_dict`'s output; unknown keys are ignored.
+
+        Raises:
+            TypeError, ValueError: values outside the limits (see the class).
+        """
         data = dict(data)
         data["spec"] = ModelSpec.from_dict(data.get("spec", {}))
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 # Named recipes. "fast": the quickest way to 99% on a 2-core CPU (bench/train_speed.py times it
-# against the keras-io reference convnet): one epoch, the whole one-cycle schedule in it, at a peak
-# rate of 0.02 with label smoothing (99.04-99.13% over seeds 0-2 in 12-17 s here; the earlier
-# 24/32-filter recipe needed two epochs, ~20 s). "default": the shipped model's recipe (see README).
+# against the keras-io reference convnet; figures in bench/README.md): one epoch, the whole
+# one-cycle schedule in it, at a peak rate of 0.02 with label smoothing. "default": the shipped
+# model's recipe (see README).
 RECIPES: dict[str, TrainConfig] = {
     "fast": TrainConfig(spec=ModelSpec(family="cnn", filters=(32, 48), hidden=(256,), dropout=0.0),
                         epochs=1, batch_size=256, learning_rate=2e-2, val_fraction=0.0, label_smoothing=0.1),

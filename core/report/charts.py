@@ -110,7 +110,7 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
         only when there are validation values). Dotted vertical lines mark epoch ends.
     """
     # Built as one plain specification and validated once: plotly's make_subplots/update_* calls
-    # cost ~90 ms per figure, and the live Train page redraws this figure every couple of seconds.
+    # validate at every step, and the live Train page redraws this figure every second.
     rows = _thin(sorted(batches, key=lambda r: r["step"]), max_points)
     steps = [int(r["step"]) for r in rows]
     val_rows = [r for r in epochs if r.get("val_loss") is not None]

@@ -62,9 +62,11 @@ class ModelInfo:
 
     @property
     def finetuned(self) -> bool:
+        """Whether it was fine-tuned from another model."""
         return self.base_model is not None
 
     def replace(self, **changes) -> ModelInfo:
+        """A copy with ``changes`` (field name -> value)."""
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:

@@ -82,6 +82,11 @@ class Listing:
 
 
 def check_name(name: str) -> str:
+    """``name`` when it is a valid model name.
+
+    Raises:
+        StoreError: anything else (a path, an empty or over-long name, a store file name).
+    """
     if not isinstance(name, str) or not NAME_RE.match(name) or name.endswith((".json", ".keras")):
         raise StoreError(
             f"Invalid model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit."
@@ -146,6 +151,11 @@ class ModelStore:
         return self.root / f"{self._recorded_stem(name) or name}{KERAS_SUFFIX}"
 
     def meta_path(self, name: str) -> Path:
+        """``NAME.json``, the metadata file of ``name`` (which may not exist).
+
+        Raises:
+            StoreError: an invalid name.
+        """
         return self.root / f"{check_name(name)}.json"
 
     def _recorded_stem(self, name: str) -> str | None:
@@ -257,6 +267,7 @@ class ModelStore:
     # --- saving -------------------------------------------------------------------------------
 
     def new_name(self, family: str) -> str:
+        """A free name ``<family>-<UTC time>`` (``-2``, ``-3``... when taken)."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         name, i = f"{family}-{stamp}", 1
         while self.meta_path(name).exists() or self.keras_path(name).exists():

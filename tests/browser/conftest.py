@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,17 +67,24 @@ def app_workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("browser-app")
 
 
-@pytest.fixture(scope="session")
-def app_server(app_workdir) -> Server:
-    """The app, served for the whole browser-test session on a private copy of the model store."""
-    env = app_env(ROOT / "models", app_workdir)
+@contextmanager
+def serving(env: dict, log_name: str) -> Iterator[Server]:
+    """``streamlit run Home.py`` with ``env`` on a free port, its log in tests/artifacts/``log_name``;
+    stopped when the block ends."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    server = start_server(free_port(), env, log_path=ARTIFACTS / "streamlit-server.log",
-                          timeout=SERVER_START_TIMEOUT_S)
+    server = start_server(free_port(), env, log_path=ARTIFACTS / log_name, timeout=SERVER_START_TIMEOUT_S)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def app_server(app_workdir) -> Server:
+    """The app, served for the whole browser-test session on a private copy of the model store."""
+    env = app_env(ROOT / "models", app_workdir)
+    with serving(env, "streamlit-server.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -84,13 +93,8 @@ def cluster_app_server(dask_cluster, tmp_path_factory) -> Server:
     model store (``server.env["DIGITS_MODELS_DIR"]``)."""
     env = app_env(ROOT / "models", tmp_path_factory.mktemp("browser-cluster-app"))
     env["DIGITS_DASK_SCHEDULER"] = dask_cluster.address
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    server = start_server(free_port(), env, log_path=ARTIFACTS / "streamlit-cluster-server.log",
-                          timeout=SERVER_START_TIMEOUT_S)
-    try:
+    with serving(env, "streamlit-cluster-server.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
