@@ -11,8 +11,8 @@ from core.learning.runs import RunError
 from core.learning.train import TrainConfig
 from core.report.charts import class_distribution, digit_grid
 from ui import runs
-from ui.messages import markdown_table, show_error
-from ui.models import MODEL_NAME, select_model, store
+from ui.messages import show_error
+from ui.models import store
 from ui.page import start_page
 
 QUICK_SIZE, QUICK_EPOCHS = 6000, 1
@@ -127,15 +127,6 @@ def _config(quick: bool) -> TrainConfig:
     return cfg
 
 
-def _use_button(name: str | None, key: str) -> None:
-    in_use = st.session_state.get(MODEL_NAME) == name
-    st.button("Use this model", key=key, type="primary", disabled=not name or in_use,
-              on_click=select_model, args=(name,), icon=":material/check:",
-              help="Select it for your session: the Draw and Upload pages will use it.")
-    if in_use:
-        st.caption("You are using this model.")
-
-
 st.header("2 · Train", divider="gray")
 form_col, status_col = st.columns([2, 3], gap="large")
 
@@ -180,7 +171,7 @@ with form_col:
 
 with status_col:
     try:
-        shown = runs.show_run("train", owner, "train", _use_button)
+        shown = runs.show_run("train", owner, "train")
     except RunError as exc:
         show_error(exc, "Training is not available")
         st.stop()
@@ -192,30 +183,4 @@ with status_col:
 # --- 3. The queue ------------------------------------------------------------------------------------
 
 st.header("3 · The training queue", divider="gray")
-
-
-@st.fragment(run_every=2.0)
-def queue() -> None:
-    all_runs = runs.board().runs()
-    active = runs.queue_table(all_runs, owner)
-    workers = runs.board().workers
-    st.caption(f"{workers} training worker{'s' if workers != 1 else ''}, one run each at a time; the others wait "
-               "in order. Everyone's runs are listed; only the visitor who started a run can stop or cancel it.")
-    if active:
-        st.markdown(markdown_table(active, {"who": "Started by", "what": "Run", "state": "State",
-                                                      "epochs": "Epochs", "progress": "Progress",
-                                                      "starts or ends in": "Starts / ends in"}, right=("epochs",)))
-    else:
-        st.caption("The workers are free: a run starts as soon as it is submitted.")
-    ended = [r for r in all_runs if not r.active and r.model_name]
-    if ended:
-        st.markdown("**Finished recently** (every model is in the store, with its curves, for everyone: "
-                    "pick one in the sidebar)")
-        st.markdown(markdown_table(
-            [{"model": r.model_name, "who": "you" if r.owned_by(owner) else "another visitor",
-              "accuracy": r.test_accuracy, "time": runs.duration(r.train_seconds)} for r in ended],
-            {"model": "Model", "who": "Started by", "accuracy": "Test accuracy", "time": "Training time"},
-            formats={"accuracy": "{:.2%}"}, right=("accuracy", "time")))
-
-
-queue()
+runs.queue_panel(owner)

@@ -16,20 +16,13 @@ from core.storage.corrections import CorrectionStore
 from core.storage.store import StoreError
 from ui import runs
 from ui.messages import show_error
-from ui.models import MODEL_NAME, select_model, store
+from ui.models import store
 from ui.page import start_page
 from ui.views import model_view
 
 entry = start_page("Corrections", ":material/rate_review:", layout="wide")
 owner = runs.owner_token()
 st.session_state.setdefault("train_corrections_selected", [])
-
-
-def _use_button(name: str | None, key: str) -> None:
-    in_use = st.session_state.get(MODEL_NAME) == name
-    st.button("Use this model", key=key, type="primary", disabled=not name or in_use,
-              on_click=select_model, args=(name,), icon=":material/check:",
-              help="Select it for your session: the Draw and Upload pages will use it.")
 
 
 REVIEW_MAX = 60
@@ -160,6 +153,6 @@ fine_tune = st.button("Fine-tune the current model on them", key="train_finetune
 if fine_tune and entry is not None:
     _start_finetune(entry.name)
 try:
-    runs.show_run(runs.FINETUNE, owner, "train_finetune", _use_button)
+    runs.show_run(runs.FINETUNE, owner, "train_finetune")
 except RunError as exc:
     show_error(exc, "Fine-tuning is not available")

@@ -179,3 +179,13 @@ def require_predictor(entry: Entry | None):
     except (StoreError, OSError, ValueError) as exc:
         st.error(f"The model {entry.name!r} cannot be used: {exc} Pick another model in the sidebar.")
         st.stop()
+
+
+def use_model_button(name: str | None, key: str) -> None:
+    """"Use this model": make the stored model ``name`` this visitor's (disabled while it already is)."""
+    in_use = st.session_state.get(MODEL_NAME) == name
+    st.button("Use this model", key=key, type="primary", disabled=not name or in_use,
+              on_click=select_model, args=(name,), icon=":material/check:",
+              help="Select it for your session: the Draw and Upload pages will use it.")
+    if in_use:
+        st.caption("You are using this model.")

@@ -15,6 +15,8 @@ import streamlit as st
 
 from core.report.charts import history_figure
 from core.learning.runs import NotOwner, RunBoard, RunError, RunSnapshot
+from ui.messages import markdown_table
+from ui.models import use_model_button
 
 OWNER_PARAM = "owner"  # the URL's query parameter that carries the visitor's owner token
 OWNER_KEY = "run_owner"  # ... and its session-state key
@@ -135,7 +137,7 @@ def active_panel(snap: RunSnapshot, owner: str, key: str) -> None:
     curves(snap, f"{key}_curves")
 
 
-def ended_panel(snap: RunSnapshot, owner: str, key: str, use_button) -> None:
+def ended_panel(snap: RunSnapshot, owner: str, key: str) -> None:
     """A run that ended: its result (or why it has none) and its curves."""
     what = "Fine-tuning" if snap.kind == FINETUNE else "Training"
     st.subheader(f"Last {what.lower()} run")
@@ -157,7 +159,7 @@ def ended_panel(snap: RunSnapshot, owner: str, key: str, use_button) -> None:
             val = _last_val(snap)
             m2.metric("Validation accuracy", f"{val:.2%}" if val is not None else "–")
             m3.metric("Training time", duration(snap.train_seconds))
-        use_button(snap.model_name, f"{key}_use_model")
+        use_model_button(snap.model_name, f"{key}_use_model")
     elif snap.state in ("cancelled", "stopped"):
         st.warning(f"{what} was cancelled. No model was saved.", icon=":material/cancel:")
     else:
@@ -165,7 +167,7 @@ def ended_panel(snap: RunSnapshot, owner: str, key: str, use_button) -> None:
     curves(snap, f"{key}_curves")
 
 
-def queue_table(runs: list[RunSnapshot], owner: str) -> list[dict]:
+def _queue_rows(runs: list[RunSnapshot], owner: str) -> list[dict]:
     """Rows for the cluster's queue: every active run, whoever started it."""
     return [{"who": "you" if r.owned_by(owner) else "another visitor",
              "what": "fine-tuning" if r.kind == FINETUNE else f"{r.config.spec.family.upper()} training",
@@ -192,7 +194,7 @@ def refuse_if_too_many(runs: list[RunSnapshot], owner: str) -> None:
         raise RunError(f"You already have {MAX_ACTIVE_PER_OWNER} runs queued or running; start more when one ends.")
 
 
-def show_run(kind: str, owner: str, key: str, use_button) -> RunSnapshot | None:
+def show_run(kind: str, owner: str, key: str) -> RunSnapshot | None:
     """Show the visitor's run of ``kind`` (`focus`): live, redrawn every ``LIVE_REFRESH_S``, while it
     is active; its result once it has ended. The page is redrawn when another run comes into focus
     or this one ends. Returns the run shown (None when there is none yet).
@@ -213,5 +215,31 @@ def show_run(kind: str, owner: str, key: str, use_button) -> RunSnapshot | None:
 
     follow()
     if snap is not None and not snap.active:
-        ended_panel(snap, owner, key, use_button)
+        ended_panel(snap, owner, key)
     return snap
+
+
+@st.fragment(run_every=2.0)
+def queue_panel(owner: str) -> None:
+    """Everyone's queued and running runs (position, progress, wait) and the runs that ended recently,
+    redrawn every two seconds; ``owner``'s own are marked "you"."""
+    all_runs = board().runs()
+    active = _queue_rows(all_runs, owner)
+    workers = board().workers
+    st.caption(f"{workers} training worker{'s' if workers != 1 else ''}, one run each at a time; the others wait "
+               "in order. Everyone's runs are listed; only the visitor who started a run can stop or cancel it.")
+    if active:
+        st.markdown(markdown_table(active, {"who": "Started by", "what": "Run", "state": "State", "epochs": "Epochs",
+                                            "progress": "Progress", "starts or ends in": "Starts / ends in"},
+                                   right=("epochs",)))
+    else:
+        st.caption("The workers are free: a run starts as soon as it is submitted.")
+    ended = [r for r in all_runs if not r.active and r.model_name]
+    if ended:
+        st.markdown("**Finished recently** (every model is in the store, with its curves, for everyone: "
+                    "pick one in the sidebar)")
+        st.markdown(markdown_table(
+            [{"model": r.model_name, "who": "you" if r.owned_by(owner) else "another visitor",
+              "accuracy": r.test_accuracy, "time": duration(r.train_seconds)} for r in ended],
+            {"model": "Model", "who": "Started by", "accuracy": "Test accuracy", "time": "Training time"},
+            formats={"accuracy": "{:.2%}"}, right=("accuracy", "time")))
