@@ -152,14 +152,25 @@ def test_delete_removes_the_models_files_and_metadata(store_copy, tmp_path):
     assert [(r["name"], r["active"]) for r in json.loads(listing.stdout)] == [(TEST_MODEL, True)]
 
 
-def test_delete_an_unknown_or_invalid_name_exits_1_and_changes_nothing(store_copy, tmp_path):
-    before = snapshot(store_copy)
-    for name in ("nope", "../test-mlp"):
-        proc = run_cli(["delete", name], store_copy, tmp_path)
-        assert proc.returncode == 1, (name, proc.returncode, proc.stderr[-3000:])
-        assert proc.stdout == "" and "error" in proc.stderr and name in proc.stderr, proc.stderr[-3000:]
-        assert "Traceback" not in proc.stderr
-        assert snapshot(store_copy) == before
+def delete_refused(name: str, store: Path, tmp_path: Path) -> str:
+    """Run ``delete name``, check it exits 1 with the reason on stderr and changes nothing; its stderr."""
+    before = snapshot(store)
+    proc = run_cli(["delete", name], store, tmp_path)
+    assert proc.returncode == 1, (name, proc.returncode, proc.stderr[-3000:])
+    assert proc.stdout == "" and "error" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert snapshot(store) == before
+    return proc.stderr
+
+
+def test_delete_an_unknown_name_exits_1_and_changes_nothing(store_copy, tmp_path):
+    err = delete_refused("nope", store_copy, tmp_path)
+    assert "'nope'" in err and "deleted" not in err, err
+
+
+def test_delete_an_invalid_name_exits_1_and_changes_nothing(store_copy, tmp_path):
+    for name in ("../test-mlp", ""):
+        err = delete_refused(name, store_copy, tmp_path)
+        assert f"Invalid model name {name!r}" in err, err
 
 
 def test_delete_the_active_model_clears_the_default_and_the_next_model_serves(store_copy, tmp_path):

@@ -372,7 +372,14 @@ class ModelStore:
 
     def delete(self, name: str) -> None:
         """Remove a model: its metadata first (so it is never listed half-deleted), then the files
-        of its current version and of any other (``NAME~xxxxxxxx`` leftovers)."""
+        of its current version and of any other (``NAME~xxxxxxxx`` leftovers). A model that is
+        listed as a problem (damaged, half-written) can be deleted too.
+
+        Raises:
+            StoreError: an invalid name, or nothing of that name in the store.
+        """
+        if not self.meta_path(name).exists() and not self._version_files(name):
+            raise StoreError(f"No model named {name!r} in {self.root}; see `python -m core list`.")
         if name == self.active_name(fallback=False):
             self.set_active(None)
         self.meta_path(name).unlink(missing_ok=True)
