@@ -86,6 +86,7 @@ def test_cap_default_and_environment_parsing(monkeypatch):
 def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch, tiny_served_files):
     from core.learning.model import ModelSpec, build_model
     from core.learning.persist import save_model
+    from core.storage.info import ModelInfo
     from core.storage.store import ModelStore
 
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
@@ -95,7 +96,7 @@ def test_cap_never_removes_the_active_or_shipped_model(tmp_path, monkeypatch, ti
     model = build_model(tiny, seed=0)
 
     def save(name: str, month: int, **meta) -> None:
-        save_model(store, model, {"family": "mlp", "created": f"2026-{month:02d}-01T00:00:00+00:00", **meta},
+        save_model(store, model, ModelInfo(family="mlp", created=f"2026-{month:02d}-01T00:00:00+00:00", **meta),
                    name=name, files=tiny_served_files)
 
     save("shipped-old", 1, shipped=True)  # marked shipped: never counted

@@ -260,6 +260,7 @@ def hostile_store(tmp_path, monkeypatch, tiny_served_files):
     imported or called (it must never be)."""
     from core.learning.model import ModelSpec, build_model
     from core.learning.persist import save_model
+    from core.storage.info import ModelInfo
 
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
     canary = tmp_path / "CANARY"
@@ -269,7 +270,7 @@ def hostile_store(tmp_path, monkeypatch, tiny_served_files):
     monkeypatch.syspath_prepend(str(module_dir))
     store = ModelStore(tmp_path / "models")
     tiny = ModelSpec(family="mlp", hidden=(8,), filters=(), dropout=0.0, batch_norm=False)
-    save_model(store, build_model(tiny, seed=0), {"family": "mlp"}, name="base", files=tiny_served_files)
+    save_model(store, build_model(tiny, seed=0), ModelInfo(family="mlp"), name="base", files=tiny_served_files)
     return store, canary
 
 

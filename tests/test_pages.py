@@ -1013,3 +1013,64 @@ def test_finetune_on_corrections_queues_a_run_that_saves_a_model(app_env, train_
     assert any(f"saved as **{new[0]}**" in s for s in texts(at.success))
     at.button(key="train_finetune_use_model").click().run()
     assert at.session_state["model_name"] == new[0]
+
+
+# --- share links ------------------------------------------------------------------------------------
+
+SHARED = {"arch": "mlp", "filters": "", "hidden": "64,32", "dropout": "0.3", "bn": "0", "epochs": "7", "batch": "64",
+          "lr": "0.005", "schedule": "constant", "images": "12000", "val": "0.2", "augment": "1", "smoothing": "0.1",
+          "seed": "42"}
+
+
+def share_link(at: AppTest) -> str:
+    """The link the Train page offers to share its settings (its code block)."""
+    codes = [c.value for c in at.code if "/Train?" in c.value]
+    assert len(codes) == 1, [c.value for c in at.code]
+    return codes[0]
+
+
+def test_a_share_link_fills_the_train_form_and_the_form_writes_its_settings_back(app_env, train_env):
+    from urllib.parse import parse_qsl, urlsplit
+
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=TIMEOUT)
+    at.query_params.update(SHARED)
+    at.run()
+    at.switch_page("pages/1_Train.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.warning, texts(at.warning)
+    assert at.radio(key="train_family").value == "mlp"
+    assert at.text_input(key="train_hidden").value == "64,32"
+    assert at.number_input(key="train_epochs").value == 7 and at.select_slider(key="train_batch_size").value == 64
+    assert at.number_input(key="train_lr").value == pytest.approx(0.005)
+    assert at.select_slider(key="train_size").value == 12000 and at.checkbox(key="train_augment").value is True
+    assert at.number_input(key="train_seed").value == 42 and at.selectbox(key="train_schedule").value == "constant"
+    assert at.number_input(key="train_dropout").value == pytest.approx(0.3)
+    assert at.checkbox(key="train_batch_norm").value is False
+
+    # The link to share: the same settings, no owner token; the address has both.
+    link = share_link(at)
+    assert urlsplit(link).path.endswith("/Train") and dict(parse_qsl(urlsplit(link).query, keep_blank_values=True)) == SHARED
+    assert "owner" not in link and at.query_params["owner"] and at.query_params["epochs"] == "7"
+
+    # A change in the form goes to the address and the link once the form is submitted.
+    at.number_input(key="train_epochs").set_value(9)
+    at.text_input(key="train_hidden").set_value("bad")  # refused: nothing queued, the address keeps the last usable
+    at.button(key="train_submit").click().run()
+    assert any("whole numbers" in e for e in texts(at.error))
+    assert at.query_params["epochs"] == "7" and "epochs=7" in share_link(at)
+    at.text_input(key="train_hidden").set_value("64,32")
+    at.number_input(key="train_epochs").set_value(9)
+    at.button(key="train_quick").click().run()  # a quick run: the form's own settings are what it shares
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.query_params["epochs"] == "9" and "epochs=9" in share_link(at)
+
+
+def test_a_share_link_with_absurd_settings_is_refused_and_the_form_keeps_its_defaults(app_env, train_env):
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=TIMEOUT)
+    at.query_params.update({"epochs": "1000000", "hidden": "10000"})
+    at.run()
+    at.switch_page("pages/1_Train.py").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("were not used" in w and "4096" in w for w in texts(at.warning)), texts(at.warning)
+    assert at.number_input(key="train_epochs").value == 3 and at.text_input(key="train_hidden").value == "256"
+    assert "epochs=3" in share_link(at)

@@ -21,6 +21,8 @@ from core.learning.model import ModelSpec, build_model
 from core.storage.info import ModelInfo
 
 Schedule = Literal["onecycle", "constant"]
+MIN_LEARNING_RATE = 1e-6
+MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,16 @@ class TrainConfig:
         spec: the architecture.
         epochs: passes over the training images, 1..100.
         batch_size: images per step, 8..4096.
-        learning_rate: the peak learning rate (one-cycle) or the constant one.
+        learning_rate: the peak learning rate (one-cycle) or the constant one, 1e-6..1.
         schedule: "onecycle" (linear warm-up for 25% of the steps, then linear decay to ~0) or "constant".
         train_size: training images used, validation included (None: all 60,000).
         val_fraction: share of ``train_size`` held out for validation.
         augment: random small affine distortions (rotation, scale, shear, shift) of training images.
         label_smoothing: cross-entropy label smoothing in [0, 0.5).
-        seed: seeds the split, the shuffling, the augmentation and the initial weights.
+        seed: seeds the split, the shuffling, the augmentation and the initial weights, 0..2**31-1.
+
+    Raises:
+        ValueError: a value outside these limits (the message names it).
     """
 
     spec: ModelSpec = field(default_factory=ModelSpec)
@@ -56,8 +61,8 @@ class TrainConfig:
             raise ValueError(f"epochs must be between 1 and 100, got {self.epochs}.")
         if not 8 <= int(self.batch_size) <= 4096:
             raise ValueError(f"batch_size must be between 8 and 4096, got {self.batch_size}.")
-        if not 0 < float(self.learning_rate) <= 1.0:
-            raise ValueError(f"learning_rate must be in (0, 1], got {self.learning_rate}.")
+        if not MIN_LEARNING_RATE <= float(self.learning_rate) <= 1.0:
+            raise ValueError(f"learning_rate must be between {MIN_LEARNING_RATE:g} and 1, got {self.learning_rate}.")
         if self.schedule not in ("onecycle", "constant"):
             raise ValueError(f"schedule must be 'onecycle' or 'constant', got {self.schedule!r}.")
         if self.train_size is not None and not 0 <= int(self.train_size) <= 60000:
@@ -66,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be between 0 and 0.5, got {self.val_fraction}.")
         if not 0 <= float(self.label_smoothing) < 0.5:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
+        if not 0 <= int(self.seed) <= MAX_SEED:
+            raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}.")
 
     def to_dict(self) -> dict:
         """The settings as plain JSON values (stored in a model's metadata, sent to a Dask task)."""

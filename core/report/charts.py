@@ -275,3 +275,109 @@ def boxed_digits(image: Image.Image | np.ndarray, boxes: Sequence[tuple[int, int
         draw.rectangle((x0, tag_y, x0 + right - left + 2 * pad, tag_y + tag_h), fill=color)
         draw.text((x0 + pad - left, tag_y + pad - top), str(text), fill="white" if not dark else "black", font=font)
     return picture
+
+
+# One colour per compared model, in the order picked: the theme's indigo first, then hues that stay
+# apart on a light or dark background. A validation curve takes its model's colour, dotted.
+COMPARE_COLORS = ("#4F46E5", "#F59E0B", "#10B981", "#EF4444", "#0EA5E9", "#A855F7", "#64748B", "#EC4899")
+COMPARE_X = {"epoch": "Epoch", "time": "Training time (s)"}
+
+
+def _number(value: object) -> float | None:
+    """A finite number as float, anything else (None, NaN, text, a bool) as None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def compare_points(history: dict, x: str = "epoch") -> list[dict]:
+    """The epoch rows of a run's history that can be drawn against ``x``, in order.
+
+    Args:
+        history: a stored model's ``{"epoch": [...], "batch": [...]}`` (``ModelInfo.history``); only
+            the per-epoch rows are used.
+        x: "epoch" (the row's ``epoch``) or "time" (its ``elapsed``, seconds since training started).
+
+    Returns:
+        The rows with a number for ``x`` and a training loss or accuracy, sorted by ``x``; empty
+        when none were recorded (e.g. a run stopped in its first epoch, or older metadata without
+        ``elapsed`` when ``x`` is "time").
+
+    Raises:
+        ValueError: ``x`` is neither "epoch" nor "time".
+    """
+    if x not in COMPARE_X:
+        raise ValueError(f"x must be 'epoch' or 'time', got {x!r}.")
+    key = "epoch" if x == "epoch" else "elapsed"
+    rows = history.get("epoch") if isinstance(history, dict) else None
+    rows = [r for r in rows or [] if isinstance(r, dict) and _number(r.get(key)) is not None
+            and (_number(r.get("loss")) is not None or _number(r.get("accuracy")) is not None)]
+    return sorted(rows, key=lambda r: float(r[key]))
+
+
+def compare_figure(runs: Sequence[tuple[str, dict]], x: str = "epoch", *, height: int = 360) -> go.Figure:
+    """Several runs' loss and accuracy per epoch overlaid, one colour per run, side by side.
+
+    Args:
+        runs: ``(name, history)`` per run, in display order; ``history`` as ``ModelInfo.history``
+            (``{"epoch": [rows], ...}``, rows with ``epoch``, ``elapsed``, ``loss``, ``accuracy``,
+            ``val_loss``, ``val_accuracy``). Colours follow ``COMPARE_COLORS`` by position (cycling
+            after eight runs).
+        x: "epoch" for x = the epoch number, "time" for x = ``elapsed``, seconds since training started.
+        height: figure height in pixels.
+
+    Returns:
+        A two-column figure ("Loss", "Accuracy"). Per run with drawable rows (``compare_points``),
+        traces in this order: training loss (solid, named ``name``), validation loss (dotted, named
+        ``"name (validation)"``, only when validation values were recorded), training accuracy,
+        validation accuracy. A run with nothing to draw adds no traces. The legend shows one entry
+        per run; clicking it hides all of that run's curves.
+
+    Raises:
+        ValueError: ``x`` is neither "epoch" nor "time".
+    """
+    if x not in COMPARE_X:
+        raise ValueError(f"x must be 'epoch' or 'time', got {x!r}.")
+    key = "epoch" if x == "epoch" else "elapsed"
+    where = "epoch %{x}" if x == "epoch" else "epoch %{customdata}, %{x:.1f} s"
+    traces: list[dict] = []
+    accuracies: list[float] = []
+    for i, (name, history) in enumerate(runs):
+        rows = compare_points(history, x)
+        if not rows:
+            continue
+        color = COMPARE_COLORS[i % len(COMPARE_COLORS)]
+        val_rows = [r for r in rows if _number(r.get("val_loss")) is not None
+                    or _number(r.get("val_accuracy")) is not None]
+        for col, metric, fmt in ((1, "loss", ".4f"), (2, "accuracy", ".2%")):
+            axes = dict(xaxis="x" if col == 1 else "x2", yaxis="y" if col == 1 else "y2")
+            for kind, picked, prefix in (("training", rows, ""), ("validation", val_rows, "val_")):
+                if not picked:
+                    continue
+                ys = [_number(r.get(prefix + metric)) for r in picked]
+                if metric == "accuracy":
+                    accuracies += [v for v in ys if v is not None]
+                training = kind == "training"
+                traces.append(dict(
+                    type="scatter", x=[_number(r[key]) if x == "time" else int(r[key]) for r in picked], y=ys,
+                    mode="lines+markers", name=name if training else f"{name} (validation)", legendgroup=name,
+                    showlegend=training and col == 1,
+                    line=dict(color=color, width=2, dash="solid" if training else "dot"),
+                    marker=dict(size=6, color=color, symbol="circle" if training else "circle-open"),
+                    customdata=[r.get("epoch") for r in picked],
+                    hovertemplate=f"{name}<br>{where}<br>{kind} {metric} %{{y:{fmt}}}<extra></extra>", **axes,
+                ))
+    narrow = bool(accuracies) and max(accuracies) - min(accuracies) < 0.05
+    # One tick per epoch on a short run: Plotly would otherwise put ticks at 0.5, 1.5.
+    short = x == "epoch" and all(t["x"][-1] <= 12 for t in traces)
+    x_axis = dict(title=dict(text=COMPARE_X[x]), gridcolor=GRID, rangemode="tozero", **(dict(dtick=1) if short else {}))
+    titles = [dict(text=text, x=pos, xref="paper", y=1.0, yref="paper", xanchor="center", yanchor="bottom",
+                   showarrow=False, font=dict(size=14)) for text, pos in (("Loss", 0.22), ("Accuracy", 0.78))]
+    return go.Figure(data=traces, layout=dict(
+        height=height, font=FONT, hoverlabel=dict(font_size=12), annotations=titles, showlegend=True,
+        margin=dict(l=8, r=8, t=56, b=8),
+        legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
+        xaxis=dict(x_axis, domain=[0.0, 0.44], anchor="y"), xaxis2=dict(x_axis, domain=[0.56, 1.0], anchor="y2"),
+        yaxis=dict(title=dict(text="Cross-entropy"), gridcolor=GRID, rangemode="tozero", anchor="x"),
+        yaxis2=dict(title=dict(text="Accuracy"), gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
+    ))

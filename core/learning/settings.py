@@ -1,0 +1,127 @@
+"""A run's settings as URL query parameters: the share link of the Train page and "train again".
+
+One flat, readable parameter per setting (``arch=cnn&filters=32,64&hidden=256&epochs=3...``), read
+back through `TrainConfig` and `ModelSpec` themselves, so a link is held to the same limits as the
+Train form and the CLI. A link carries settings only, never an owner token. No Keras here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from core.learning.model import ModelSpec, default_spec
+from core.learning.train import TrainConfig
+
+# Parameter -> what it sets, for messages.
+PARAMS = {
+    "arch": "architecture (cnn or mlp)",
+    "filters": "conv filters per block",
+    "hidden": "dense layer sizes",
+    "dropout": "dropout",
+    "bn": "batch normalization (1 or 0)",
+    "epochs": "epochs",
+    "batch": "batch size",
+    "lr": "peak learning rate",
+    "schedule": "learning-rate schedule (onecycle or constant)",
+    "images": "training images",
+    "val": "validation share",
+    "augment": "augmentation (1 or 0)",
+    "smoothing": "label smoothing",
+    "seed": "seed",
+}
+
+
+def to_query(cfg: TrainConfig) -> dict[str, str]:
+    """The settings of ``cfg`` as query parameters (strings), one per key of `PARAMS`."""
+    spec = cfg.spec
+    return {
+        "arch": spec.family,
+        "filters": ",".join(map(str, spec.filters)) if spec.family == "cnn" else "",
+        "hidden": ",".join(map(str, spec.hidden)),
+        "dropout": f"{spec.dropout:g}",
+        "bn": "1" if spec.batch_norm else "0",
+        "epochs": str(cfg.epochs),
+        "batch": str(cfg.batch_size),
+        "lr": f"{cfg.learning_rate:g}",
+        "schedule": cfg.schedule,
+        "images": str(cfg.train_size if cfg.train_size is not None else 60000),
+        "val": f"{cfg.val_fraction:g}",
+        "augment": "1" if cfg.augment else "0",
+        "smoothing": f"{cfg.label_smoothing:g}",
+        "seed": str(cfg.seed),
+    }
+
+
+def has_settings(params: Mapping[str, str]) -> bool:
+    """Whether ``params`` carries any run setting (a share link), not only other parameters."""
+    return any(key in params for key in PARAMS)
+
+
+def _number(params: Mapping[str, str], key: str, kind: type, default):
+    text = str(params.get(key, "")).strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{PARAMS[key]} ({key}={text!r}) is not a {'whole ' if kind is int else ''}number.") from None
+    if kind is float and value != value:  # NaN
+        raise ValueError(f"{PARAMS[key]} ({key}={text!r}) is not a number.")
+    return value
+
+
+def _flag(params: Mapping[str, str], key: str, default: bool) -> bool:
+    text = str(params.get(key, "")).strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{PARAMS[key]} ({key}={text!r}) must be 1 or 0.")
+
+
+def _sizes(params: Mapping[str, str], key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    text = str(params.get(key, "")).strip()
+    if key not in params:
+        return default
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{PARAMS[key]} ({key}={text!r}) must be whole numbers separated by commas, "
+                         "like 256,128.") from None
+
+
+def from_query(params: Mapping[str, str]) -> TrainConfig:
+    """The run settings a link carries; a parameter that is missing keeps its default.
+
+    Raises:
+        ValueError: a parameter that is not a number where one is expected, or settings that the
+            Train form would refuse (the limits of `TrainConfig` and `ModelSpec`), with a message
+            that names it.
+    """
+    family = str(params.get("arch", "cnn")).strip().lower() or "cnn"
+    if family not in ("cnn", "mlp"):
+        raise ValueError(f"{PARAMS['arch']}: {family!r} is not cnn or mlp.")
+    base = default_spec(family)
+    spec = ModelSpec(
+        family=family,
+        hidden=_sizes(params, "hidden", base.hidden),
+        filters=_sizes(params, "filters", base.filters) if family == "cnn" else (),
+        dropout=_number(params, "dropout", float, base.dropout),
+        batch_norm=_flag(params, "bn", base.batch_norm),
+    )
+    images = _number(params, "images", int, 60000)
+    return TrainConfig(
+        spec=spec,
+        epochs=_number(params, "epochs", int, TrainConfig.epochs),
+        batch_size=_number(params, "batch", int, TrainConfig.batch_size),
+        learning_rate=_number(params, "lr", float, TrainConfig.learning_rate),
+        schedule=str(params.get("schedule", TrainConfig.schedule)).strip() or TrainConfig.schedule,
+        train_size=None if images == 60000 else images,
+        val_fraction=_number(params, "val", float, TrainConfig.val_fraction),
+        augment=_flag(params, "augment", TrainConfig.augment),
+        label_smoothing=_number(params, "smoothing", float, TrainConfig.label_smoothing),
+        seed=_number(params, "seed", int, TrainConfig.seed),
+    )
