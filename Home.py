@@ -1,9 +1,12 @@
 """Landing page: what the app does, the model in use, links to the pages, the models in the store."""
 
 import streamlit as st
+
+from ui.downloads import model_downloads
 from ui.messages import markdown_table
-from ui.models import family_label, default_name, listing, model_summary, training_summary
+from ui.models import default_name, family_label, listing, model_summary, store, training_summary
 from ui.page import page_exists, start_page
+from ui.train_form import train_again_link
 
 
 entry = start_page("Home", ":material/draw:")
@@ -36,7 +39,8 @@ links = [("pages/1_Train.py", "Train", ":material/model_training:",
          ("pages/2_Draw.py", "Draw", ":material/draw:", "Draw a digit or a number with mouse or finger"),
          ("pages/3_Upload.py", "Upload", ":material/upload:", "Read digits and numbers in image files"),
          ("pages/4_Evaluate.py", "Evaluate", ":material/analytics:", "Confusion matrix and mistakes"),
-         ("pages/5_Corrections.py", "Corrections", ":material/rate_review:", "Review corrections, fine-tune on them")]
+         ("pages/5_Corrections.py", "Corrections", ":material/rate_review:", "Review corrections, fine-tune on them"),
+         ("pages/6_Compare.py", "Compare", ":material/compare_arrows:", "Training curves and settings side by side")]
 links = [link for link in links if page_exists(link[0])]
 for col, (path, label, icon, help_text) in zip(st.columns(len(links) or 1), links):
     with col.container(border=True):
@@ -99,8 +103,5 @@ for e in models.entries:
                             width="stretch", key=f"home_curves_{e.name}")
         if e.info.command:
             st.caption(f"Trained with: `{e.info.command}`")
-        st.download_button(
-            f"Download {e.name}.keras", data=e.path.read_bytes, file_name=f"{e.name}.keras",
-            mime="application/octet-stream", on_click="ignore", icon=":material/download:",
-            key=f"home_download_{e.name}",
-        )
+        train_again_link(e.info)
+        model_downloads(e, store())  # NAME.keras, NAME.onnx (checked) and a program that reads a digit with it

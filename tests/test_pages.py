@@ -365,7 +365,8 @@ def test_home_shows_active_model_and_store(app_env):
     assert set(rows) == {"**test-mlp**", "**test-mlp-copy**"}
     assert "✓ in use" in rows["**test-mlp**"] and "✓" not in rows["**test-mlp-copy**"]
     assert [e.label for e in at.expander] == ["test-mlp — details", "test-mlp-copy — details"]
-    assert len(at.get("download_button")) == 2
+    assert sorted(b.proto.label for b in at.get("download_button")) == [
+        "Download test-mlp-copy.keras", "Download test-mlp-copy.onnx", "Download test-mlp.keras", "Download test-mlp.onnx"]
 
 
 def test_markdown_table_formats_aligns_and_escapes():
@@ -1074,3 +1075,26 @@ def test_a_share_link_with_absurd_settings_is_refused_and_the_form_keeps_its_def
     assert any("were not used" in w and "4096" in w for w in texts(at.warning)), texts(at.warning)
     assert at.number_input(key="train_epochs").value == 3 and at.text_input(key="train_hidden").value == "256"
     assert "epochs=3" in share_link(at)
+
+
+def test_every_stored_model_offers_to_train_again_with_its_settings(app_env, train_env):
+    from urllib.parse import parse_qsl
+
+    from core.learning.settings import from_query
+    from core.learning.train import TrainConfig
+    from core.storage.store import ModelStore
+
+    at = app().run()
+    links = [p.proto for p in at.get("page_link") if p.proto.label == "Train again with these settings"]
+    assert len(links) == 2 and {p.page for p in links} == {"Train"}, [p.label for p in at.get("page_link")]
+    recorded = TrainConfig.from_dict(ModelStore(app_env).info("test-mlp").hyperparameters)
+    assert from_query(dict(parse_qsl(links[0].query_string, keep_blank_values=True))) == recorded
+
+    # Following the link: the Train page's form holds those settings.
+    train = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=TIMEOUT)
+    train.query_params.update(dict(parse_qsl(links[0].query_string, keep_blank_values=True)))
+    train.run()
+    train.switch_page("pages/1_Train.py").run()
+    assert not train.exception and not train.warning, texts(train.warning)
+    assert train.radio(key="train_family").value == recorded.spec.family == "mlp"
+    assert train.select_slider(key="train_size").value == recorded.train_size == 10000

@@ -15,6 +15,7 @@ import streamlit as st
 from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, ModelSpec, default_spec
 from core.learning.settings import from_query, has_settings, to_query
 from core.learning.train import MAX_SEED, MIN_LEARNING_RATE, TrainConfig
+from core.storage.info import ModelInfo
 
 QUICK_SIZE, QUICK_EPOCHS = 6000, 1
 DEFAULT_HIDDEN = {"cnn": "256", "mlp": ",".join(map(str, DEFAULT_MLP_HIDDEN))}
@@ -168,3 +169,16 @@ def share(cfg: TrainConfig | None) -> None:
     base = (st.context.url or "").rstrip("/") + "/Train"  # st.context.url: the app's address, without the page
     st.caption("Share these settings (the link fills this form for whoever opens it; it holds no owner token):")
     st.code(f"{base}?{urlencode(params)}", language=None, wrap_lines=True)
+
+
+def train_again_link(info: ModelInfo) -> None:
+    """"Train again with these settings": a link to the Train page whose address carries the
+    settings that made the stored model (its recorded hyperparameters); a caption when they were not
+    recorded or are no longer accepted."""
+    try:
+        cfg = TrainConfig.from_dict(info.hyperparameters)
+    except (TypeError, ValueError, AttributeError):
+        st.caption("The settings that made this model were not recorded, or are no longer accepted.")
+        return
+    st.page_link("pages/1_Train.py", label="Train again with these settings", icon=":material/replay:",
+                 query_params=to_query(cfg), help="Opens the Train page with this model's settings in the form.")
