@@ -40,7 +40,8 @@ links = [("pages/1_Train.py", "Train", ":material/model_training:",
          ("pages/3_Upload.py", "Upload", ":material/upload:", "Read digits and numbers in image files"),
          ("pages/4_Evaluate.py", "Evaluate", ":material/analytics:", "Confusion matrix and mistakes"),
          ("pages/5_Corrections.py", "Corrections", ":material/rate_review:", "Review corrections, fine-tune on them"),
-         ("pages/6_Compare.py", "Compare", ":material/compare_arrows:", "Training curves and settings side by side")]
+         ("pages/6_Compare.py", "Compare", ":material/compare_arrows:", "Training curves and settings side by side"),
+         ("pages/7_Inside.py", "Inside", ":material/layers:", "Every layer's response to your drawing")]
 links = [link for link in links if page_exists(link[0])]
 for col, (path, label, icon, help_text) in zip(st.columns(len(links) or 1), links):
     with col.container(border=True):

@@ -61,8 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("activate", help="set the server's default model (only a model that loads)")
     a.add_argument("name")
 
-    x = sub.add_parser("export", help="write a stored model's inference file and detector (older models)")
+    x = sub.add_parser("export", help="write the served files a stored model lacks: its inference file, "
+                                      "detector and layers file (older models)")
     x.add_argument("name")
+    x.add_argument("--all", action="store_true", help="write every served file again, intact ones included")
 
     pr = sub.add_parser("predict", help="read the digit in image files")
     pr.add_argument("files", nargs="+")
@@ -238,15 +240,31 @@ def cmd_activate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    """Export a stored model's inference file and fit its detector (learning tier: imports Keras)."""
+    """``export``: write the served files (inference file, "not a digit" detector, layers file) that
+    a stored model lacks, or whose checksum fails, and record their checksums; with ``--all``, every
+    one of them. Files that are present and intact are kept byte for byte: an export is not
+    reproducible to the byte (tf2onnx numbers its nodes in varying order; the detector's fit differs
+    in the last bits), and the files served must not change under a model. Learning tier: imports Keras.
+
+    Returns:
+        0 (also when there was nothing to write).
+
+    Raises:
+        StoreError: no such model, or its ``.keras`` cannot be loaded.
+    """
     from core.learning.persist import load_model
     from core.learning.train import served_files
-    from core.storage.store import ModelStore
+    from core.storage.store import LAYERS_SUFFIX, NOVELTY_SUFFIX, ONNX_SUFFIX, ModelStore
 
     store = ModelStore()
+    wanted = [ONNX_SUFFIX, NOVELTY_SUFFIX, LAYERS_SUFFIX] if args.all else store.unusable_files(args.name)
+    if not wanted:
+        _log(f"nothing to export: every served file of {args.name} is there and matches its checksum "
+             "(--all writes them again)")
+        return 0
     model = load_model(store, args.name)
-    store.attach(args.name, served_files(model))
-    _log(f"exported {args.name}: {args.name}.onnx and its \"not a digit\" detector, checksums recorded")
+    store.attach(args.name, served_files(model, only=wanted))
+    _log(f"exported {args.name}: wrote {', '.join(args.name + suffix for suffix in wanted)}, checksums recorded")
     return 0
 
 

@@ -4,20 +4,17 @@ import streamlit as st
 
 from core.report.charts import boxed_digits, probability_bar
 from core.reading.segment import read_number
-from ui.canvas import drawing_canvas
+from ui.canvas import PENS, canvas_colours, drawing_canvas
 from ui.corrections import correction_form
 from ui.messages import show_error
 from ui.models import require_model, require_predictor
-from ui.page import start_page
+from ui.page import light_theme, start_page
 from ui.views import digit_tiles, model_view, not_a_digit_warning, why_caption, why_image
 
 CANVAS_PX = 280
 # Room for a few digits side by side when "Several digits" is on (same height, same brush); the
 # drawing column widens to hold it.
 CANVAS_WIDE_PX = 360
-# At 280 px a digit drawn ~200 px tall is shrunk ~10x to MNIST's 20 px box: the 20 px marker becomes
-# MNIST's 2-3 px stroke. The other pens draw as people's own pens do: a fine line, a soft grey pencil.
-PENS = {"Marker": (20, "#FFFFFF"), "Fine pen": (6, "#FFFFFF"), "Pencil": (9, "#9A9A9A")}
 CANVAS_KEY = "draw_canvas"
 SEEN_PX = 112
 
@@ -39,8 +36,9 @@ def _clear() -> None:
     st.session_state.pop(CANVAS_KEY, None)
 
 
-def show_digit(predictor, image) -> None:
-    """One digit: the answer, what the model saw, why, the probabilities, and a correction."""
+def show_digit(predictor, image, answer) -> None:
+    """One digit: the answer (in ``answer``, right under the canvas, so that a phone shows it without
+    scrolling), what the model saw, why, the probabilities, and a correction."""
     try:
         prediction = predictor.read(image)
     except ValueError as exc:
@@ -49,9 +47,10 @@ def show_digit(predictor, image) -> None:
     if prediction.digit is None:
         st.info(f"Nothing to read yet ({prediction.message}). Draw a digit on the canvas.", icon=":material/draw:")
         return
-    digit_col, conf_col, seen_col, why_col = st.columns([1, 1, 1, 1])
+    digit_col, conf_col = answer.columns(2)
     digit_col.metric("Predicted digit", str(prediction.digit))
     conf_col.metric("Confidence", f"{prediction.confidence:.1%}")
+    seen_col, why_col = st.columns(2)
     seen_col.image(model_view(prediction.image, SEEN_PX), caption="What the model sees (28×28)")
     why_image(predictor, prediction.image, prediction.digit, why_col, SEEN_PX)
     if not prediction.is_digit:
@@ -64,8 +63,9 @@ def show_digit(predictor, image) -> None:
                               label_key="draw_correct_label", save_key="draw_correct_save")
 
 
-def show_number(predictor, image) -> None:
-    """Several digits: the number, each digit with its confidence, the boxes, and a correction."""
+def show_number(predictor, image, answer) -> None:
+    """Several digits: the number and the least confidence (in ``answer``, under the canvas), each
+    digit with its confidence, the boxes, and a correction."""
     try:
         reading = read_number(predictor, image)
     except ValueError as exc:
@@ -75,13 +75,14 @@ def show_number(predictor, image) -> None:
         st.info(f"Nothing to read yet ({reading.message}) Draw digits side by side on the canvas.",
                 icon=":material/draw:")
         return
-    number_col, boxes_col = st.columns([1, 2])
+    number_col, sure_col = answer.columns(2)
     number_col.metric("Number read", reading.number)
-    number_col.metric("Least sure", f"{min(d.confidence for d in reading.digits):.1%}",
+    sure_col.metric("Least sure", f"{min(d.confidence for d in reading.digits):.1%}",
                       help="The confidence of the digit the model is least sure of.")
     labels = [str(d.digit) for d in reading.digits]
-    boxes_col.image(boxed_digits(image, [d.box for d in reading.digits], labels, side=320, background="black"),
-                    caption="The digits found, boxed left to right")
+    st.image(boxed_digits(image, [d.box for d in reading.digits], labels, side=320,
+                          background="white" if light_theme() else "black"),
+             caption="The digits found, boxed left to right")
     if not reading.is_digit:
         not_a_digit_warning()
     import pandas as pd  # only for this table: a one-digit reading never loads pandas
@@ -106,13 +107,14 @@ def draw_and_read() -> None:
     draw_col, result_col = st.columns([1, 1] if multi else [2, 3], gap="large")
     with draw_col:
         st.space("small")  # room for the canvas toolbar, which floats above the drawing
-        stroke_px, colour = PENS[st.session_state["draw_pen"]]
+        stroke_px, colour, background = canvas_colours(st.session_state["draw_pen"], light_theme())
         canvas = drawing_canvas(
-            stroke_width=stroke_px, stroke_color=colour, background_color="#000000",
+            stroke_width=stroke_px, stroke_color=colour, background_color=background,
             width=CANVAS_WIDE_PX if multi else CANVAS_PX, height=CANVAS_PX, drawing_mode="freedraw",
             return_image_data=True, initial_drawing={"objects": [], "clears": st.session_state["draw_clears"]},
             key=CANVAS_KEY,
         )
+        answer = st.container()
         clear_col, multi_col = st.columns([2, 3], vertical_alignment="center")
         clear_col.button("Clear", key="draw_clear", on_click=_clear, icon=":material/delete:")
         multi_col.toggle("Several digits", key="draw_multi",
@@ -126,13 +128,13 @@ def draw_and_read() -> None:
         image = canvas.image_data if strokes else None
         if image is None:
             what = "some digits side by side" if multi else "a digit"
-            st.info(f"Draw {what} on the black canvas to see what the model reads.", icon=":material/draw:")
+            st.info(f"Draw {what} on the canvas to see what the model reads.", icon=":material/draw:")
             return
         predictor = require_predictor(entry)
         if multi:
-            show_number(predictor, image)
+            show_number(predictor, image, answer)
         else:
-            show_digit(predictor, image)
+            show_digit(predictor, image, answer)
 
 
 draw_and_read()

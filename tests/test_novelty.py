@@ -117,7 +117,7 @@ def test_saving_a_model_writes_its_files_and_deleting_removes_them(trained_store
     assert path.is_file(), "save_result did not write the detector beside the model"
     detector = NoveltyDetector.load(path)
     assert detector.means.shape[1] == sum(detector.sizes)
-    assert set(store.info("test-mlp").files) == {".keras", ".onnx", ".novelty.npz"}
+    assert set(store.info("test-mlp").files) == {".keras", ".onnx", ".novelty.npz", ".layers.onnx"}
     predictor = Predictor.load("test-mlp", store)
     assert predictor.detector is not None and predictor.runtime.feature_count == sum(detector.sizes)
     assert predictor.read(np.eye(28, dtype=np.float32) * 255).digit is not None

@@ -155,7 +155,7 @@ def test_a_run_reports_its_progress_and_saves_its_model_and_the_client_never_imp
     assert meta.test_accuracy == out["test_accuracy"] and 0.5 < out["test_accuracy"] <= 1
     assert meta.command == "test_runs" and meta.stopped_early is False
     assert meta.hyperparameters["train_size"] == 3000 and len(meta.history["batch"]) == batches
-    assert set(meta.files) == {".keras", ".onnx", ".novelty.npz"}
+    assert set(meta.files) == {".keras", ".onnx", ".novelty.npz", ".layers.onnx"}
     from core.serving.predict import Predictor  # served from its exported file, checksums verified
 
     assert Predictor.load(name, store).probabilities(np.zeros((1, 28, 28), np.float32)).shape == (1, 10)

@@ -47,7 +47,7 @@ def test_save_list_load_roundtrip(store):
     assert store.list().names() == ["first"]
     info = store.info("first")
     assert info.params == model.count_params() and info.family == "mlp" and info.keras_version
-    assert set(info.files) == {".keras", ".onnx", ".novelty.npz"}  # each file's SHA-256
+    assert set(info.files) == {".keras", ".onnx", ".novelty.npz", ".layers.onnx"}  # each file's SHA-256
     _, served = store.verify("first")
     assert served == {"onnx": store.root / "first.onnx", "novelty": store.root / "first.novelty.npz"}
     assert served["onnx"].read_bytes() == store.served_files[".onnx"]

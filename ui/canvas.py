@@ -130,3 +130,27 @@ def drawing_canvas(**kwargs):
                     _LOG.warning("The drawing canvas keeps its own 200 ms delay after a stroke: %s", exc)
         streamlit_drawable_canvas.out = renderer
     return streamlit_drawable_canvas.st_canvas(**kwargs)
+
+
+# At 280 px a digit drawn ~200 px tall is shrunk ~10x to MNIST's 20 px box: the 20 px marker becomes
+# MNIST's 2-3 px stroke. The other pens draw as people's own pens do: a fine line, a soft grey pencil.
+PENS = {"Marker": (20, 1.0), "Fine pen": (6, 1.0), "Pencil": (9, 0.6)}  # name -> (width px, share of full ink)
+
+
+def canvas_colours(pen: str, light: bool) -> tuple[int, str, str]:
+    """The canvas of the theme in use: paper (white, dark ink) in the light theme, a blackboard
+    (black, light ink) in the dark one; the reader takes either.
+
+    Args:
+        pen: a key of `PENS`.
+        light: the light theme is in use.
+
+    Returns:
+        (stroke width px, stroke colour, background colour), colours as ``#RRGGBB``.
+
+    Raises:
+        KeyError: an unknown pen.
+    """
+    width, ink = PENS[pen]
+    level = round(255 * (1 - ink)) if light else round(255 * ink)
+    return width, f"#{level:02X}{level:02X}{level:02X}", "#FFFFFF" if light else "#000000"

@@ -25,3 +25,9 @@ def start_page(title: str, icon: str, *, layout: str = "centered") -> Entry | No
 def page_exists(path: str) -> bool:
     """Whether a page file exists (pages added by others are linked only once they exist)."""
     return (ROOT / path).is_file()
+
+
+def light_theme() -> bool:
+    """Whether the visitor's page shows the light theme (``st.context.theme``; light when unknown,
+    as before the browser has said)."""
+    return st.context.theme.type != "dark"

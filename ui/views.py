@@ -7,6 +7,7 @@ import streamlit as st
 from PIL import Image
 
 from core.serving.saliency import overlay, saliency
+from ui.page import light_theme
 
 
 NOT_A_DIGIT = ("This is probably not a digit — not sure. The model must still answer 0–9, so the digit "
@@ -19,8 +20,11 @@ def not_a_digit_warning(container=None) -> None:
 
 
 def model_view(x28, size_px: int = 168):
-    """The (28, 28) float image in [0, 1] the model saw, upscaled with nearest-neighbour (crisp pixels)."""
+    """The (28, 28) float image in [0, 1] the model saw, upscaled with nearest-neighbour (crisp pixels):
+    light ink on black as the model sees it in the dark theme, dark ink on white in the light theme."""
     pixels = np.clip(np.rint(np.asarray(x28, np.float32).reshape(28, 28) * 255), 0, 255).astype(np.uint8)
+    if light_theme():
+        pixels = 255 - pixels
     return Image.fromarray(pixels).resize((size_px, size_px), Image.Resampling.NEAREST)
 
 
@@ -36,7 +40,7 @@ def why_view(predictor, x28, digit: int, size_px: int = 112):
         ValueError: an input that is not a (28, 28) image in [0, 1].
     """
     heat = saliency(predictor, x28, digit)
-    view = Image.fromarray(overlay(x28, heat, scale=max(1, size_px // 28)))
+    view = Image.fromarray(overlay(x28, heat, scale=max(1, size_px // 28), light=light_theme()))
     return view if view.size == (size_px, size_px) else view.resize((size_px, size_px), Image.Resampling.NEAREST)
 
 

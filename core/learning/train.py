@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Iterable, Literal
 
 import numpy as np
 
@@ -370,11 +370,32 @@ def save_with_served_files(model, info: ModelInfo, store=None, *, name: str | No
     return save_model(store, model, info, name=name, overwrite=overwrite, files=served_files(model))
 
 
-def served_files(model) -> dict[str, bytes]:
-    """What the web tier serves a model from: its exported inference file (`core.learning.export`)
-    and its "not a digit" detector (`core.learning.detector.fit_detector`), by store suffix."""
-    from core.learning.detector import fit_detector
-    from core.learning.export import export_onnx
-    from core.storage.store import NOVELTY_SUFFIX, ONNX_SUFFIX
+def served_files(model, only: Iterable[str] | None = None) -> dict[str, bytes]:
+    """What the web tier serves a model from, by store suffix: its exported inference file
+    (`core.learning.export.export_onnx`), its "not a digit" detector (`core.learning.detector.fit_detector`)
+    and its layers file for the Inside page (`core.learning.export.export_layers_onnx`).
 
-    return {ONNX_SUFFIX: export_onnx(model), NOVELTY_SUFFIX: fit_detector(model).to_bytes()}
+    Args:
+        model: a trained Keras model from `core.learning.model.build_model`.
+        only: the store suffixes to make (an iterable of `core.storage.store.ONNX_SUFFIX`,
+            ``NOVELTY_SUFFIX``, ``LAYERS_SUFFIX``); None makes them all. What is not asked for is not
+            made (fitting the detector takes seconds).
+
+    Returns:
+        Suffix -> the file's bytes.
+
+    Raises:
+        ValueError: a suffix in ``only`` that is none of these, or a model the exports cannot take
+            (no ``relu_*`` layer, no convolution or dense layer).
+    """
+    from core.learning.detector import fit_detector
+    from core.learning.export import export_layers_onnx, export_onnx
+    from core.storage.store import LAYERS_SUFFIX, NOVELTY_SUFFIX, ONNX_SUFFIX
+
+    makers = {ONNX_SUFFIX: export_onnx, NOVELTY_SUFFIX: lambda m: fit_detector(m).to_bytes(),
+              LAYERS_SUFFIX: export_layers_onnx}
+    wanted = list(makers) if only is None else list(dict.fromkeys(only))
+    unknown = [suffix for suffix in wanted if suffix not in makers]
+    if unknown:
+        raise ValueError(f"Cannot make a served file with suffix {unknown[0]!r}: expected one of {', '.join(makers)}.")
+    return {suffix: makers[suffix](model) for suffix in wanted}

@@ -23,9 +23,11 @@ from core.config import IMAGE_SIZE, NUM_CLASSES
 PRIMARY = "#4F46E5"  # .streamlit/config.toml primaryColor
 MUTED = "#CBD5E1"
 VALIDATION = "#F59E0B"
-GRID = "#E5E7EB"
-TEXT = "#111827"
-FONT = dict(family="sans-serif", size=13, color=TEXT)
+# Grid lines, boundaries and text work on a light and on a dark page: grey with transparency, and
+# no text colour (st.plotly_chart's Streamlit theme gives the page's own).
+GRID = "rgba(128, 128, 128, 0.25)"
+BOUNDARY = "rgba(128, 128, 128, 0.6)"
+FONT = dict(family="sans-serif", size=13)
 MARGIN = dict(l=8, r=8, t=36, b=8)
 
 
@@ -133,7 +135,7 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
             ))
     last_step = steps[-1] if steps else 0
     # Epoch ends inside the run, dotted, on both subplots.
-    boundary = dict(type="line", y0=0, y1=1, line=dict(color="#9CA3AF", width=1, dash="dot"))
+    boundary = dict(type="line", y0=0, y1=1, line=dict(color=BOUNDARY, width=1, dash="dot"))
     shapes = [boundary | dict(x0=int(r["step"]), x1=int(r["step"]), xref=xref, yref=f"{yref} domain")
               for r in epochs if 0 < int(r["step"]) < last_step for xref, yref in (("x", "y"), ("x2", "y2"))]
     accuracies = [v for v in _values(rows, "accuracy") + _values(val_rows, "val_accuracy") if v is not None]
@@ -214,7 +216,7 @@ def digit_grid(images: np.ndarray, labels: Sequence[int] | np.ndarray, *, column
                       row=i // columns + 1, col=i % columns + 1)
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    fig.update_annotations(font=dict(size=13, color=TEXT), yshift=-4)
+    fig.update_annotations(font=dict(size=13), yshift=-4)
     _base_layout(fig, height=rows * tile_px + 40)
     fig.update_layout(margin=dict(l=4, r=4, t=24, b=4))
     return fig

@@ -19,8 +19,10 @@ from core.serving.calibrate import apply_temperature
 from core.report.charts import FONT, GRID, MARGIN, PRIMARY, VALIDATION
 from core.config import NUM_CLASSES
 
-# Heatmap colours from white (no image) to the app's indigo (the most images in a cell).
-HEATMAP_SCALE = [[0.0, "#FFFFFF"], [0.25, "#E0E7FF"], [0.5, "#A5B4FC"], [0.75, "#6366F1"], [1.0, PRIMARY]]
+# Heatmap colours from nothing (no image: the page shows through, light or dark) to the app's indigo
+# (the most images in a cell).
+HEATMAP_SCALE = [[0.0, "rgba(79, 70, 229, 0.0)"], [0.25, "rgba(79, 70, 229, 0.25)"],
+                 [0.5, "rgba(79, 70, 229, 0.5)"], [0.75, "rgba(79, 70, 229, 0.8)"], [1.0, PRIMARY]]
 RECALL_COLOR = VALIDATION  # amber beside the indigo precision bars
 
 

@@ -70,8 +70,9 @@ def saliency(predictor, x28: np.ndarray, digit: int | None = None) -> np.ndarray
     return np.clip(heat / np.float32(peak), -1.0, 1.0).astype(np.float32)
 
 
-def overlay(x28: np.ndarray, heat: np.ndarray, scale: int = 10) -> np.ndarray:
-    """Draw a saliency map over the digit: grey ink on black, red for evidence for, blue against.
+def overlay(x28: np.ndarray, heat: np.ndarray, scale: int = 10, *, light: bool = False) -> np.ndarray:
+    """Draw a saliency map over the digit: grey ink on black (``light``: on white), red for evidence
+    for, blue against.
 
     Args:
         x28: float (28, 28) model input in [0, 1].
@@ -92,7 +93,8 @@ def overlay(x28: np.ndarray, heat: np.ndarray, scale: int = 10) -> np.ndarray:
     h = np.clip(h.reshape(28, 28), -1.0, 1.0)
     if int(scale) < 1:
         raise ValueError(f"scale must be at least 1, got {scale}.")
-    base = np.repeat((x * np.float32(DIGIT_GREY * 255.0))[:, :, None], 3, axis=2)
+    grey = x * np.float32(DIGIT_GREY * 255.0)
+    base = np.repeat((np.float32(255.0) - grey if light else grey)[:, :, None], 3, axis=2)
     colour = np.where(h[:, :, None] >= 0, np.float32(POSITIVE_RGB), np.float32(NEGATIVE_RGB))
     # A gentle power curve keeps weak but real evidence visible next to the strongest pixels.
     alpha = np.abs(h)[:, :, None] ** np.float32(0.7)

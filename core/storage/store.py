@@ -1,7 +1,9 @@
 """The model store: per model, in one folder, ``NAME.json`` (metadata, with each file's SHA-256) and
 the model's files ``STEM.keras`` (the Keras model, for the learning tier), ``STEM.onnx`` (its
 exported inference file, which the web tier serves) and ``STEM.novelty.npz`` (its "not a digit"
-detector); plus ``active.json`` (the server's default). The stem is the name (``NAME.keras``) for
+detector), and optionally ``STEM.layers.onnx`` (every layer's output, for the Inside page: models
+saved before it existed have none, and are listed and served all the same); plus ``active.json``
+(the server's default). The stem is the name (``NAME.keras``) for
 a model saved once; a save over an existing model writes its files under a fresh stem
 ``NAME~xxxxxxxx`` (8 hex digits; ``~`` never occurs in a name), recorded under ``stem`` in the
 metadata.
@@ -13,7 +15,9 @@ metadata points to until the new metadata has replaced it, so at any point the m
 a complete set of files, old or new; the previous version's files are removed after that (or, if
 the process died first, by the next save of that name or `ModelStore.clean_temporaries`). Listing
 verifies every file against its recorded checksum: a model with a missing or altered file is
-reported under ``problems`` and never served.
+reported under ``problems`` and never served. An optional file is not needed to list or serve a
+model: it is checked against its recorded checksum when it is read (`ModelStore.read_optional`), and
+an altered one is refused, never used.
 
 The store only writes and checks the files it is handed (`ModelStore.write`): it imports no model
 runtime. Making the ``.keras`` archive and loading it (with ``safe_mode=True``) is the learning
@@ -39,19 +43,31 @@ from core.storage.info import ModelInfo
 KERAS_SUFFIX = ".keras"
 ONNX_SUFFIX = ".onnx"  # the exported inference file (core.learning.export)
 NOVELTY_SUFFIX = ".novelty.npz"  # the "not a digit" detector (core.serving.novelty)
+LAYERS_SUFFIX = ".layers.onnx"  # every layer's output, for the Inside page (core.serving.inside)
 # The files a model needs to be served, by role.
 SERVED = {"onnx": ONNX_SUFFIX, "novelty": NOVELTY_SUFFIX}
-FILE_SUFFIXES = (KERAS_SUFFIX, *SERVED.values())  # every file the store keeps for a model, besides its metadata
+# Files a model may have, by role: checked when read, not needed to list or serve the model.
+OPTIONAL = {"layers": LAYERS_SUFFIX}
+# Every file the store keeps for a model, besides its metadata.
+FILE_SUFFIXES = (KERAS_SUFFIX, *SERVED.values(), *OPTIONAL.values())
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 # A file of a model saved over an earlier one: NAME~xxxxxxxx + suffix.
 VERSIONED_RE = re.compile(r"^(?P<stem>(?P<name>[^~]+)~[0-9a-f]{8})(?P<suffix>%s)$"
-                          % "|".join(map(re.escape, FILE_SUFFIXES)))
+                          % "|".join(map(re.escape, sorted(FILE_SUFFIXES, key=len, reverse=True))))
+# Names a model may not take: store files, and NAME.layers, whose NAME.layers.onnx would be the
+# layers file of the model NAME.
+RESERVED_ENDINGS = (".json", ".keras", ".layers")
 ACTIVE_FILE = "active.json"
 
 
 class StoreError(RuntimeError):
     """A model cannot be saved, found or loaded; the message says which and why."""
+
+
+class MissingFileError(StoreError):
+    """A usable model has no optional file of that kind (it was saved before such files were
+    written); the message says how to make it."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +101,13 @@ def check_name(name: str) -> str:
     """``name`` when it is a valid model name.
 
     Raises:
-        StoreError: anything else (a path, an empty or over-long name, a store file name).
+        StoreError: anything else (a path, an empty or over-long name, a store file name, a name
+            ending in one of `RESERVED_ENDINGS`).
     """
-    if not isinstance(name, str) or not NAME_RE.match(name) or name.endswith((".json", ".keras")):
+    if not isinstance(name, str) or not NAME_RE.match(name) or name.lower().endswith(RESERVED_ENDINGS):
         raise StoreError(
-            f"Invalid model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit."
+            f"Invalid model name {name!r}: use 1-80 letters, digits, '.', '_' or '-', starting with a letter or digit, "
+            f"not ending in {', '.join(RESERVED_ENDINGS)}."
         )
     return name
 
@@ -241,7 +259,8 @@ class ModelStore:
         Raises:
             StoreError: unknown name, unreadable metadata or an invalid stem in it, or a file that is
                 missing or does not match the checksum recorded when the model was saved (altered or
-                damaged).
+                damaged). Optional files (`OPTIONAL`) are not checked here but when they are read
+                (`read_optional`).
         """
         try:
             info = self._read_info(name)
@@ -257,12 +276,79 @@ class ModelStore:
             path = self.root / f"{stem}{suffix}"
             if suffix not in FILE_SUFFIXES:
                 raise StoreError(f"its metadata lists an unknown file {path.name}")
+            if suffix in OPTIONAL.values():
+                continue
             if not path.is_file():
                 raise StoreError(f"its file {path.name} is missing")
             if file_sha256(path) != expected:
                 raise StoreError(f"its file {path.name} does not match the checksum recorded when it was saved "
                                  "(altered or damaged)")
         return info, {role: self.root / f"{stem}{suffix}" for role, suffix in SERVED.items()}
+
+    def read_optional(self, name: str, role: str) -> bytes:
+        """The bytes of an optional file of a usable model (``"layers"``: ``STEM.layers.onnx``),
+        checked against the checksum its metadata records.
+
+        The file is read once and its bytes are checked, so what is returned is exactly what
+        matched: a file altered after the check is never what a caller gets.
+
+        Args:
+            name: the model's name.
+            role: a key of `OPTIONAL`.
+
+        Returns:
+            The file's bytes.
+
+        Raises:
+            MissingFileError: the model's metadata records no such file (saved before they were
+                written); the message gives the command that writes it.
+            StoreError: an unknown role; no usable model of that name (`verify`); the file is
+                missing or cannot be read, or does not match its recorded checksum (altered or damaged).
+        """
+        if role not in OPTIONAL:
+            raise StoreError(f"Unknown optional file {role!r}: expected one of {', '.join(OPTIONAL)}.")
+        suffix = OPTIONAL[role]
+        info, _ = self.verify(name)
+        expected = info.files.get(suffix)
+        if not expected:
+            raise MissingFileError(f"Model {name!r} has no {role} file ({name}{suffix}): it was saved before "
+                                   f"those were written. Export it again with `python -m core export {name}`.")
+        path = self.root / f"{_stem_of(name, info)}{suffix}"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StoreError(f"The {role} file {path.name} of {name!r} is missing. "
+                             f"Export it again with `python -m core export {name}`.") from None
+        except OSError as exc:
+            raise StoreError(f"The {role} file {path.name} of {name!r} cannot be read ({exc}).") from exc
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise StoreError(f"The {role} file {path.name} of {name!r} does not match the checksum recorded when "
+                             f"it was saved (altered or damaged); it is not used. Export it again with "
+                             f"`python -m core export {name}`.")
+        return data
+
+    def unusable_files(self, name: str) -> list[str]:
+        """The suffixes of the served and optional files of ``name`` that cannot be used as they
+        are: not recorded in its metadata, missing, or not matching their recorded checksum. What
+        ``python -m core export`` writes.
+
+        Raises:
+            StoreError: no metadata of that name, metadata that cannot be read, or an invalid stem in it.
+        """
+        try:
+            info = self._read_info(name)
+        except FileNotFoundError:
+            raise StoreError(f"No model named {name!r} in {self.root}.") from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"the metadata of {name!r} cannot be read ({exc})") from exc
+        stem = _stem_of(name, info)
+        unusable = []
+        for suffix in (*SERVED.values(), *OPTIONAL.values()):
+            path = self.root / f"{stem}{suffix}"
+            expected = info.files.get(suffix)
+            if not expected or not path.is_file() or file_sha256(path) != expected:
+                unusable.append(suffix)
+        return unusable
 
     # --- saving -------------------------------------------------------------------------------
 
@@ -290,7 +376,7 @@ class ModelStore:
     def write(self, name: str | None, info: ModelInfo, files: dict[str, bytes], *, overwrite: bool = False) -> str:
         """Write a model's files and its metadata atomically; returns the name.
 
-        ``files`` maps suffixes (`KERAS_SUFFIX`, `ONNX_SUFFIX`, `NOVELTY_SUFFIX`) to the bytes of the
+        ``files`` maps suffixes (`KERAS_SUFFIX`, `ONNX_SUFFIX`, `NOVELTY_SUFFIX`, `LAYERS_SUFFIX`) to the bytes of the
         files that make up the model as ``STEM + suffix`` (the ``.keras`` archive is made by
         `core.learning.persist.save_model`); the stem is the name, or a fresh ``NAME~xxxxxxxx`` when
         a model of that name exists (``overwrite``). Each file is written atomically, the ``.keras``
@@ -325,7 +411,11 @@ class ModelStore:
 
     def attach(self, name: str, files: dict[str, bytes]) -> None:
         """Write files beside an existing model's ``.keras`` (``python -m core export``), under the
-        stem its metadata records, and record their checksums.
+        stem its metadata records, and record their checksums (and the ``.keras`` file's).
+
+        The checksums of the model's other files stay recorded; the rest of the metadata file is
+        kept as it is on disk (its keys in their order, keys this version does not know included),
+        so the new checksums are the only change.
 
         Raises:
             StoreError: no such model (its ``.keras`` and metadata must exist), an invalid stem in its
@@ -339,8 +429,11 @@ class ModelStore:
         keras_file = self.root / f"{stem}{KERAS_SUFFIX}"
         if not keras_file.is_file():
             raise StoreError(f"No model named {name!r} in {self.root}.")
-        checksums = {KERAS_SUFFIX: file_sha256(keras_file), **self._write_files(stem, files)}
-        self._write_info(name, info.replace(files=checksums))
+        written = self._write_files(stem, files)
+        checksums = {**info.files, KERAS_SUFFIX: file_sha256(keras_file), **written}
+        raw = json.loads(self.meta_path(name).read_text(encoding="utf-8"))
+        raw = raw | info.replace(files=checksums).to_json()  # keys already there keep their place
+        _atomic_write_bytes(self.meta_path(name), json.dumps(raw, indent=1).encode("utf-8"))
 
     def _write_files(self, stem: str, files: dict[str, bytes]) -> dict[str, str]:
         """Write each ``STEM + suffix`` file atomically, the ``.keras`` archive first; returns their

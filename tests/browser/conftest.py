@@ -147,14 +147,15 @@ def page(browser, app_server, request):
 
 @pytest.fixture
 def visitors(browser, request):
-    """``open_visitor(name, viewport=VIEWPORT)``: a page in a new browser context (another visitor,
+    """``open_visitor(name, viewport=VIEWPORT, color_scheme="light")``: a page in a new browser context
+    (another visitor, with the system's light or dark colour scheme,
     or the same one in another browser when it opens their address with its ``?owner=`` token).
     All are closed after the test; on a failing test, each one's page is kept in
     tests/artifacts/failed-<test>-<name>.png."""
     opened: list[tuple[str, object, object]] = []
 
-    def open_visitor(name: str, viewport: dict | None = None):
-        context = browser.new_context(viewport=viewport or VIEWPORT)
+    def open_visitor(name: str, viewport: dict | None = None, color_scheme: str = "light"):
+        context = browser.new_context(viewport=viewport or VIEWPORT, color_scheme=color_scheme)
         context.set_default_timeout(DEFAULT_TIMEOUT_MS)
         pg = context.new_page()
         opened.append((name, context, pg))

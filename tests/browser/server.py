@@ -225,7 +225,7 @@ def app_env(models_src: Path, workdir: Path) -> dict:
 # --- driving pages ---------------------------------------------------------------------------------
 
 PREDICTED = "Predicted digit"
-EMPTY_CANVAS_PROMPT = "Draw a digit on the black canvas"
+EMPTY_CANVAS_PROMPT = "Draw a digit on the canvas"
 
 # Everything in the main area a rerun can change: image sources (a new 28x28 "what the model sees"
 # gets a new media URL), metric values and alert texts. A change means the page has new output.
@@ -265,11 +265,15 @@ _IDLE_JS = """(quiet) => {
   return now - window.__idleSince >= quiet;
 }"""
 
-# Whether the canvas' drawing layer has any ink (white strokes on the black background). Run on the
-# element: the component lives in a shadow root, which Playwright's locators pierce.
+# Whether the canvas' drawing layer has any ink: a pixel that differs from its corner (its background:
+# white paper in the light theme, black in the dark one, or transparent). Run on the element: the
+# component lives in a shadow root, which Playwright's locators pierce.
 _CANVAS_INK_JS = """(c) => {
   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-  for (let i = 0; i < d.length; i += 4) { if (d[i] > 128) return true; }
+  for (let i = 0; i < d.length; i += 4) {
+    if (Math.abs(d[i] - d[0]) + Math.abs(d[i + 1] - d[1]) + Math.abs(d[i + 2] - d[2]) + Math.abs(d[i + 3] - d[3]) > 96)
+      return true;
+  }
   return false;
 }"""
 
