@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--recipe", choices=["fast", "default"],
                    help="start from a named recipe (core.learning.train.RECIPES); the options below override it")
     t.add_argument("--family", choices=["mlp", "cnn"])
+    t.add_argument("--layers", help="a custom stack instead of a family, as in a Train page link, e.g. "
+                                    "conv32k3s1,pool2,bn,dense128,drop0.2 (see core/learning/architecture.py)")
     t.add_argument("--hidden", type=_ints, help="hidden (MLP) or dense (CNN) layer sizes, e.g. 256,128")
     t.add_argument("--filters", type=_ints, help="CNN conv widths, e.g. 32,64")
     t.add_argument("--dropout", type=float)
@@ -103,6 +105,10 @@ def train_config(args):
                                  "seed": args.seed}.items() if v is not None}
     if args.augment:
         changes["augment"] = True
+    if args.layers:
+        from core.learning.model import ModelSpec
+
+        return replace(base, spec=ModelSpec(family="custom", layers=args.layers), **changes)
     return replace(base, spec=replace(base.spec, **spec_changes), **changes)
 
 

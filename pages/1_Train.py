@@ -74,6 +74,7 @@ st.caption(f"Labels are digits 0–9 (uint8). A share of the training images is 
 # --- 2. Train ----------------------------------------------------------------------------------
 
 st.header("2 · Train", divider="gray")
+train_form.architecture()  # the choice and, for Custom, the layer editor: live, full width, above the form
 form_col, status_col = st.columns([2, 3], gap="large")
 
 with form_col:

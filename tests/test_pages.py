@@ -1098,3 +1098,157 @@ def test_every_stored_model_offers_to_train_again_with_its_settings(app_env, tra
     assert not train.exception and not train.warning, texts(train.warning)
     assert train.radio(key="train_family").value == recorded.spec.family == "mlp"
     assert train.select_slider(key="train_size").value == recorded.train_size == 10000
+
+
+# --- the architecture editor (Custom) ---------------------------------------------------------------
+
+def layer_ids(at: AppTest) -> list[int]:
+    """The row ids of the custom stack being edited, in order (its inputs are keyed by them)."""
+    return [row_id for row_id, _ in at.session_state["train_layers"]]
+
+
+def stack_text(at: AppTest) -> str:
+    from core.learning.architecture import layers_text
+
+    return layers_text(tuple(layer for _, layer in at.session_state["train_layers"]))
+
+
+def custom_train_page() -> AppTest:
+    """The Train page with "Custom" chosen: the default stack conv32, pool2, conv64, pool2, dense128, drop0.2."""
+    at = app("pages/1_Train.py").run()
+    at.radio(key="train_family").set_value("custom").run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert stack_text(at) == "conv32k3s1,pool2,conv64k3s1,pool2,dense128,drop0.2"
+    return at
+
+
+def test_the_custom_editor_adds_removes_and_reorders_layers_with_live_shapes_and_totals(empty_store_env, train_env):
+    at = custom_train_page()
+    assert not at.error, texts(at.error)
+    text = markdown(at)
+    # 28 -conv 3x3-> 26 -pool-> 13 -conv 3x3-> 11 -pool-> 5: flatten 1,600 -> dense 128 -> the output.
+    for shape, params in (("(26, 26, 32)", "320"), ("(11, 11, 64)", "18,496"), ("(1600,)", None),
+                          ("(128,)", "204,928"), ("(10,)", "1,290")):
+        assert f"`{shape}`" in text and (params is None or params in texts(at.markdown)), (shape, params)
+    assert "Total: 225,034 parameters" in text and "*flatten (implied)*" in text
+    assert "dense 10 + softmax (implied output)" in text
+    assert at.query_params["layers"] == stack_text(at) and "filters" not in at.query_params  # the address follows
+
+    # Add a batch normalization at the end: 4 x 128 more parameters.
+    at.selectbox(key="train_layer_kind").set_value("bn")
+    at.button(key="train_layer_add").click().run()
+    assert stack_text(at).endswith("drop0.2,bn") and "Total: 225,546 parameters" in markdown(at)
+    # Move the first pooling below the second conv: conv64 now sees 26x26 -> 24x24, pool 12, pool 6.
+    at.button(key="train_layer_down_2").click().run()
+    assert stack_text(at) == "conv32k3s1,conv64k3s1,pool2,pool2,dense128,drop0.2,bn"
+    assert "`(24, 24, 64)`" in markdown(at) and "`(2304,)`" in markdown(at)
+    assert "Total: 315,658 parameters" in markdown(at)  # 320 + 18,496 + 295,040 + 512 + 1,290
+    at.button(key="train_layer_up_3").click().run()  # and back
+    assert stack_text(at) == "conv32k3s1,pool2,conv64k3s1,pool2,dense128,drop0.2,bn"
+    # Edit a row: its value follows the layer, the shapes and totals follow the value.
+    first = layer_ids(at)[0]
+    at.number_input(key=f"train_layer_{first}_filters").set_value(8).run()
+    assert stack_text(at).startswith("conv8k3s1,") and "`(26, 26, 8)`" in markdown(at)
+    assert "Total: 211,482 parameters" in markdown(at)  # conv8: 80, conv64 on 8 channels: 4,672
+    at.button(key="train_layer_down_1").click().run()
+    assert stack_text(at).startswith("pool2,conv8k3s1,")
+    assert at.number_input(key=f"train_layer_{first}_filters").value == 8
+    # Remove rows: the bn at the end, then the dropout.
+    at.button(key="train_layer_remove_7").click().run()
+    at.button(key="train_layer_remove_6").click().run()
+    assert stack_text(at) == "pool2,conv8k3s1,conv64k3s1,pool2,dense128"
+    assert not at.error and not at.exception, texts(at.error)
+    assert at.query_params["layers"] == stack_text(at)
+
+
+def test_an_impossible_custom_stack_shows_why_and_queues_nothing(empty_store_env, train_env):
+    at = custom_train_page()
+    at.selectbox(key="train_layer_kind").set_value("conv")
+    at.button(key="train_layer_add").click().run()  # a conv after the dense layer
+    why = "Layer 7 (conv 32, 3×3, stride 1): a convolution needs an image, and layer 5 (dense) before it"
+    assert any(why in e for e in texts(at.error)), texts(at.error)  # live, before anything is pressed
+    assert "Total: —" in markdown(at)
+    for button in ("train_submit", "train_quick"):
+        at.button(key=button).click().run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert any(e.startswith("Check the settings") and why in e for e in texts(at.error)), texts(at.error)
+    assert not [r for r in train_env.runs() if r.owned_by(at.session_state["run_owner"])]  # nothing queued
+    assert not set(ACTIVE_TRAINING) & set(subheaders(at))
+    assert at.query_params["layers"] == "conv32k3s1,pool2,conv64k3s1,pool2,dense128,drop0.2"  # the last usable
+
+    # Pooling below 1 px, then a stack too big for the worker's memory: refused the same way.
+    at.button(key="train_layer_remove_7").click().run()
+    for _ in range(3):
+        at.selectbox(key="train_layer_kind").set_value("pool")
+        at.button(key="train_layer_add").click().run()
+        n = len(layer_ids(at))
+        at.button(key=f"train_layer_up_{n}").click().run()
+        at.button(key=f"train_layer_up_{n - 1}").click().run()  # above the dense layer and the dropout
+    assert any("Layer 7 (max pooling 2×2): it would shrink the image below 1 px" in e for e in texts(at.error))
+    for _ in range(3):
+        at.button(key="train_layer_remove_5").click().run()
+    dense = layer_ids(at)[-2]
+    at.number_input(key=f"train_layer_{dense}_units").set_value(4096).run()
+    first = layer_ids(at)[0]
+    at.number_input(key=f"train_layer_{first}_filters").set_value(512).run()
+    at.number_input(key=f"train_layer_{layer_ids(at)[2]}_filters").set_value(512).run()
+    at.button(key="train_layer_remove_2").click().run()
+    at.button(key="train_layer_remove_3").click().run()
+    assert stack_text(at) == "conv512k3s1,conv512k3s1,dense4096,drop0.2", stack_text(at)
+    at.button(key="train_submit").click().run()
+    assert any("Layer 3 (dense 4096 + ReLU) makes the model too big for a training worker" in e
+               and "memory limit of" in e for e in texts(at.error)), texts(at.error)
+    assert not [r for r in train_env.runs() if r.owned_by(at.session_state["run_owner"])]
+
+
+def test_a_custom_stack_trains_through_the_queue_and_its_layers_are_recorded(empty_store_env, train_env):
+    from core.learning.architecture import summarize
+    from core.storage.store import ModelStore
+
+    at = custom_train_page()
+    ids = layer_ids(at)
+    at.number_input(key=f"train_layer_{ids[0]}_filters").set_value(8)
+    at.number_input(key=f"train_layer_{ids[2]}_filters").set_value(16)
+    at.number_input(key=f"train_layer_{ids[4]}_units").set_value(32)
+    at.run()
+    assert stack_text(at) == "conv8k3s1,pool2,conv16k3s1,pool2,dense32,drop0.2"
+    at.select_slider(key="train_size").set_value(3000)
+    at.number_input(key="train_epochs").set_value(1)
+    at.button(key="train_submit").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, texts(at.error)
+    assert set(ACTIVE_TRAINING) & set(subheaders(at)), subheaders(at)
+
+    at = _wait_until_done(at)
+    assert any("Training finished" in s for s in texts(at.success)), texts(at.error) + texts(at.warning)
+    store = ModelStore(empty_store_env)
+    names = store.list().names()
+    assert len(names) == 1 and names[0].startswith("custom-"), names
+    info = store.info(names[0])
+    spec = info.hyperparameters["spec"]
+    assert spec["family"] == "custom" and [layer["kind"] for layer in spec["layers"]] == [
+        "conv", "pool", "conv", "pool", "dense", "dropout"]
+    assert spec["layers"][0] == {"kind": "conv", "filters": 8, "kernel": 3, "stride": 1}
+    assert info.params == summarize(tuple(layer for _, layer in at.session_state["train_layers"])).params
+    assert [row["layer"] for row in info.layers if row["type"] != "InputLayer"] == [
+        "conv1", "relu_conv1", "pool1", "conv2", "relu_conv2", "pool2", "flatten", "dense1", "relu_dense1",
+        "dropout1", "probabilities"]
+    assert info.test_accuracy is not None and info.test_accuracy > 0.5
+
+
+def test_a_share_link_with_a_custom_stack_fills_the_editor(app_env, train_env):
+    from urllib.parse import parse_qsl, urlsplit
+
+    layers = "conv8k5s2,bn,pool2,dense16,drop0.25"
+    at = AppTest.from_file(str(ROOT / "Home.py"), default_timeout=TIMEOUT)
+    at.query_params.update({"arch": "custom", "layers": layers, "epochs": "2"})
+    at.run()
+    at.switch_page("pages/1_Train.py").run()
+    assert not at.exception and not at.warning, texts(at.warning)
+    assert at.radio(key="train_family").value == "custom" and stack_text(at) == layers
+    ids = layer_ids(at)
+    assert at.number_input(key=f"train_layer_{ids[0]}_kernel").value == 5
+    assert at.number_input(key=f"train_layer_{ids[4]}_rate").value == pytest.approx(0.25)
+    assert "`(12, 12, 8)`" in markdown(at) and "`(6, 6, 8)`" in markdown(at)  # 28 -5x5 stride 2-> 12 -pool-> 6
+    shared = dict(parse_qsl(urlsplit(share_link(at)).query, keep_blank_values=True))
+    assert shared["layers"] == layers and shared["epochs"] == "2" and "filters" not in shared

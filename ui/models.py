@@ -14,7 +14,7 @@ from core.storage.store import Entry, Listing, ModelStore, StoreError
 
 MODEL_NAME = "model_name"
 PICKER_KEY = "sidebar_model"
-FAMILY_LABELS = {"cnn": "CNN", "mlp": "MLP"}
+FAMILY_LABELS = {"cnn": "CNN", "mlp": "MLP", "custom": "Custom"}
 
 
 def store() -> ModelStore:

@@ -14,6 +14,7 @@ import numpy as np
 import streamlit as st
 
 from core.report.charts import history_figure
+from core.learning.architecture import describe as describe_stack
 from core.learning.runs import NotOwner, RunBoard, RunError, RunSnapshot
 from ui.messages import markdown_table
 from ui.models import use_model_button
@@ -64,8 +65,12 @@ def describe(snap: RunSnapshot) -> str:
         n = snap.info.get("corrections", 0)
         return (f"Fine-tuning **{snap.info.get('base_model', '?')}** on {n:,} correction{'s' if n != 1 else ''} "
                 f"mixed with {cfg.train_size or 0:,} MNIST images · {cfg.epochs} epochs · batch {cfg.batch_size}")
-    arch = (f"CNN, conv {'-'.join(map(str, spec.filters))}, dense {'-'.join(map(str, spec.hidden))}"
-            if spec.family == "cnn" else f"MLP, hidden {'-'.join(map(str, spec.hidden))}")
+    if spec.family == "custom":
+        arch = f"Custom: {describe_stack(spec.layers)}"
+    elif spec.family == "cnn":
+        arch = f"CNN, conv {'-'.join(map(str, spec.filters))}, dense {'-'.join(map(str, spec.hidden))}"
+    else:
+        arch = f"MLP, hidden {'-'.join(map(str, spec.hidden))}"
     size = cfg.train_size or 60000
     return (f"{arch} · {size:,} images ({cfg.val_fraction:.0%} for validation) · {cfg.epochs} epoch"
             f"{'s' if cfg.epochs != 1 else ''} · batch {cfg.batch_size} · learning rate {cfg.learning_rate:g}"

@@ -4,6 +4,9 @@
 The settings live in the URL's query parameters (`core.learning.settings`): opening a link with
 them fills the form, and the form's settings are written back to the address after every change,
 beside the visitor's owner token. The link shown to share carries the settings only.
+
+The architecture choice sits above the form: "Custom" opens the layer editor (`ui.architecture`),
+which answers live, outside the form.
 """
 
 from __future__ import annotations
@@ -12,27 +15,33 @@ from urllib.parse import urlencode
 
 import streamlit as st
 
-from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, ModelSpec, default_spec
-from core.learning.settings import from_query, has_settings, to_query
+from core.learning.architecture import check_stack
+from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, FAMILIES, ModelSpec, default_spec
+from core.learning.settings import PARAMS, checked, from_query, has_settings, to_query
 from core.learning.train import MAX_SEED, MIN_LEARNING_RATE, TrainConfig
 from core.storage.info import ModelInfo
+from ui import architecture as layer_editor
 
 QUICK_SIZE, QUICK_EPOCHS = 6000, 1
 DEFAULT_HIDDEN = {"cnn": "256", "mlp": ",".join(map(str, DEFAULT_MLP_HIDDEN))}
 TRAIN_SIZES = [1000, 3000, 6000, 10000, 20000, 30000, 45000, 60000]
 BATCH_SIZES = [32, 64, 128, 256, 512, 1024]
 APPLIED = "train_link_applied"  # the query parameters last applied to (or written from) the form
+FAMILY_LABELS = {"cnn": "CNN (convolutional)", "mlp": "MLP (dense layers)", "custom": "Custom (your layers)"}
 
 
 def _state(cfg: TrainConfig) -> dict:
-    """The form's session-state values for ``cfg``."""
+    """The form's session-state values for ``cfg`` (a custom stack's layers: `ui.architecture.set_layers`;
+    the presets' inputs keep their values then)."""
     spec = cfg.spec
-    return {
-        "train_family": spec.family,
+    preset = {} if spec.family == "custom" else {
         "train_filters": ",".join(map(str, spec.filters or DEFAULT_CNN_FILTERS)),
         "train_hidden": ",".join(map(str, spec.hidden)),
         "train_dropout": float(spec.dropout),
         "train_batch_norm": bool(spec.batch_norm),
+    }
+    return {
+        "train_family": spec.family, **preset,
         "train_epochs": int(cfg.epochs),
         "train_batch_size": int(cfg.batch_size),
         "train_lr": float(cfg.learning_rate),
@@ -54,6 +63,7 @@ def init_state() -> None:
     A link whose settings cannot be used shows a warning and leaves the form as it was."""
     for key, value in _state(TrainConfig(spec=default_spec("cnn"))).items():
         st.session_state.setdefault(key, value)
+    layer_editor.init_state()
     params = _link_params()
     if not has_settings(params) or params == st.session_state.get(APPLIED):
         return
@@ -64,11 +74,15 @@ def init_state() -> None:
         st.warning(f"The settings in this page's address were not used: {exc}", icon=":material/link_off:")
         return
     st.session_state.update(_state(cfg))
+    if cfg.spec.family == "custom":
+        layer_editor.set_layers(cfg.spec.layers)
     st.toast("The form has the settings from the link.", icon=":material/link:")
 
 
 def _on_family_change() -> None:
-    st.session_state["train_hidden"] = DEFAULT_HIDDEN[st.session_state["train_family"]]
+    family = st.session_state["train_family"]
+    if family in DEFAULT_HIDDEN:
+        st.session_state["train_hidden"] = DEFAULT_HIDDEN[family]
 
 
 def _sizes(text: str, what: str) -> tuple[int, ...]:
@@ -87,15 +101,21 @@ def config(quick: bool = False) -> TrainConfig:
     """The form's values as a TrainConfig (``quick``: `QUICK_SIZE` images, `QUICK_EPOCHS` epoch).
 
     Raises:
-        ValueError: values the run would refuse, with a message for the visitor.
+        ValueError: values the run would refuse, with a message for the visitor (a custom stack's
+            names the layer and why: `ModelSpec`, `core.learning.settings.checked`).
     """
     s = st.session_state
     family = s["train_family"]
-    spec = ModelSpec(
-        family=family, hidden=_sizes(s["train_hidden"], "Dense layers"),
-        filters=_sizes(s["train_filters"], "Conv filters") if family == "cnn" else (),
-        dropout=float(s["train_dropout"]), batch_norm=bool(s["train_batch_norm"]),
-    )
+    if family == "custom":
+        layers = layer_editor.layers()
+        check_stack(layers, int(s["train_batch_size"]))  # first: its message names the form's batch size
+        spec = ModelSpec(family="custom", layers=layers)
+    else:
+        spec = ModelSpec(
+            family=family, hidden=_sizes(s["train_hidden"], "Dense layers"),
+            filters=_sizes(s["train_filters"], "Conv filters") if family == "cnn" else (),
+            dropout=float(s["train_dropout"]), batch_norm=bool(s["train_batch_norm"]),
+        )
     size = QUICK_SIZE if quick else int(s["train_size"])
     cfg = TrainConfig(
         spec=spec, epochs=QUICK_EPOCHS if quick else int(s["train_epochs"]), batch_size=int(s["train_batch_size"]),
@@ -107,7 +127,7 @@ def config(quick: bool = False) -> TrainConfig:
     if n_fit < cfg.batch_size:
         raise ValueError(f"Only {n_fit:,} images are left for training after validation, fewer than one batch of "
                          f"{cfg.batch_size}. Use more images or a smaller batch.")
-    return cfg
+    return checked(cfg)
 
 
 def _with(options: list[int], value: int) -> list[int]:
@@ -115,20 +135,30 @@ def _with(options: list[int], value: int) -> list[int]:
     return sorted({*options, int(value)})
 
 
-def form() -> tuple[bool, bool]:
-    """Draw the architecture choice and the form; returns (start pressed, quick run pressed)."""
-    s = st.session_state
-    st.radio("Architecture", ["cnn", "mlp"], key="train_family", horizontal=True, on_change=_on_family_change,
-             format_func={"cnn": "CNN (convolutional)", "mlp": "MLP (dense layers)"}.get,
+def architecture() -> None:
+    """Draw the architecture choice and, for "Custom", the layer editor (live, outside the form)."""
+    st.radio("Architecture", list(FAMILIES), key="train_family", horizontal=True, on_change=_on_family_change,
+             format_func=FAMILY_LABELS.get,
              help="The CNN reads strokes with convolutions (about 99% accuracy); the MLP is a plain "
-                  "stack of dense layers (about 98%).")
+                  "stack of dense layers (about 98%); Custom is the stack of layers you build below.")
+    if st.session_state["train_family"] == "custom":
+        layer_editor.editor(int(st.session_state["train_batch_size"]))
+
+
+def form() -> tuple[bool, bool]:
+    """Draw the form (the architecture's own inputs for the presets); returns (start pressed, quick run pressed)."""
+    s = st.session_state
     with st.form("train_form", border=True):
-        cnn = s["train_family"] == "cnn"
+        family = s["train_family"]
+        cnn = family == "cnn"
         a, b = st.columns(2)
         if cnn:
             a.text_input("Conv filters", key="train_filters", help="Filters per conv block, 1 to 3 blocks, e.g. 32,64.")
-        a.text_input("Dense layers" if cnn else "Hidden layers", key="train_hidden",
-                     help="Units per dense layer before the output, e.g. 256 or 256,128.")
+        if family == "custom":
+            a.caption("Layers: the custom stack above.")
+        else:
+            a.text_input("Dense layers" if cnn else "Hidden layers", key="train_hidden",
+                         help="Units per dense layer before the output, e.g. 256 or 256,128.")
         b.number_input("Epochs", min_value=1, max_value=100, step=1, key="train_epochs")
         b.select_slider("Batch size", options=_with(BATCH_SIZES, s["train_batch_size"]), key="train_batch_size")
         a.number_input("Peak learning rate", min_value=MIN_LEARNING_RATE, max_value=1.0, step=5e-4, format="%.4f",
@@ -140,14 +170,17 @@ def form() -> tuple[bool, bool]:
         st.checkbox("Augment (small random rotations, scalings, shifts)", key="train_augment")
         with st.expander("More settings"):
             c, d = st.columns(2)
-            c.number_input("Dropout", min_value=0.0, max_value=0.85, step=0.05, format="%.2f", key="train_dropout")
+            if family != "custom":  # a custom stack has its own dropout and batch normalization layers
+                c.number_input("Dropout", min_value=0.0, max_value=0.85, step=0.05, format="%.2f",
+                               key="train_dropout")
             d.number_input("Label smoothing", min_value=0.0, max_value=0.45, step=0.05, format="%.2f",
                            key="train_smoothing")
             c.selectbox("Learning-rate schedule", ["onecycle", "constant"], key="train_schedule",
                         format_func={"onecycle": "one-cycle", "constant": "constant"}.get)
             d.number_input("Seed", min_value=0, max_value=MAX_SEED, step=1, key="train_seed",
                            help="Seeds the split, the shuffling, the augmentation and the first weights.")
-            c.checkbox("Batch normalization", key="train_batch_norm")
+            if family != "custom":
+                c.checkbox("Batch normalization", key="train_batch_norm")
         start_col, quick_col = st.columns(2)
         submitted = start_col.form_submit_button("Start training", type="primary", key="train_submit",
                                                  width="stretch")
@@ -163,12 +196,17 @@ def share(cfg: TrainConfig | None) -> None:
     if cfg is not None:
         params = to_query(cfg)
         if _link_params() != params:
+            for key in PARAMS.keys() - params.keys():  # the other architecture's parameters (a preset's or custom)
+                if key in st.query_params:
+                    del st.query_params[key]
             st.query_params.update(params)
         st.session_state[APPLIED] = params
     params = st.session_state.get(APPLIED) or to_query(TrainConfig(spec=default_spec("cnn")))
-    base = (st.context.url or "").rstrip("/") + "/Train"  # st.context.url: the app's address, without the page
+    base = (st.context.url or "").split("?")[0].rstrip("/")
+    # st.context.url is the address in the browser: the app's, or this page's when it was opened directly.
+    base = base if base.endswith("/Train") else base + "/Train"
     st.caption("Share these settings (the link fills this form for whoever opens it; it holds no owner token):")
-    st.code(f"{base}?{urlencode(params)}", language=None, wrap_lines=True)
+    st.code(f"{base}?{urlencode(params, safe=',')}", language=None, wrap_lines=True)
 
 
 def train_again_link(info: ModelInfo) -> None:

@@ -73,6 +73,10 @@ class TrainConfig:
             raise ValueError(f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}.")
         if not 0 <= int(self.seed) <= MAX_SEED:
             raise ValueError(f"seed must be between 0 and {MAX_SEED}, got {self.seed}.")
+        if self.spec.family == "custom":  # the memory a stack needs grows with the batch
+            from core.learning.architecture import check_stack
+
+            check_stack(self.spec.layers, int(self.batch_size))
 
     def to_dict(self) -> dict:
         """The settings as plain JSON values (stored in a model's metadata, sent to a Dask task)."""

@@ -72,3 +72,17 @@ def test_every_page_follows_the_visitors_theme(scheme, visitors, app_url, screen
     # Legible on the page: the chart's text stands out from the theme's background either way.
     assert abs(luminance(tick) - luminance(BACKGROUND[scheme])) > 0.3, (tick, BACKGROUND[scheme])
     screenshot(page, f"theme-draw-7-{scheme}")
+
+    # Inside: the same drawing followed through every layer, on the theme's canvas.
+    page.goto(f"{app_url}/Inside", timeout=COLD_TIMEOUT_MS)
+    page.locator("canvas.upper-canvas").wait_for(timeout=COLD_TIMEOUT_MS)
+    wait_idle(page, 800, COLD_TIMEOUT_MS)
+    draw_digit(page, 7, timeout_ms=COLD_TIMEOUT_MS)
+    page.get_by_role("heading", name="Layer by layer").wait_for(timeout=COLD_TIMEOUT_MS)
+    wait_idle(page, 800, COLD_TIMEOUT_MS)
+    assert metric_value(page, PREDICTED).inner_text().strip() == "7"
+    assert page.locator('[data-testid="stMain"] [data-testid="stImage"]').count() >= 4  # input, filters, maps
+    canvas_bg = pixel(page.locator("canvas.upper-canvas"))
+    assert luminance(canvas_bg) > 0.9 if scheme == "light" else luminance(canvas_bg) < 0.1, canvas_bg
+    screenshot(page, f"theme-inside-7-{scheme}")
+
