@@ -116,11 +116,12 @@ def _layer_row(row: arch.Row, row_id: int, layer: Layer, count: int) -> None:
                          format="%.2f" if isinstance(step, float) else "%d")
     cols[5].markdown(_shape(row))
     cols[6].markdown(_params(row))
-    cols[7].button("↑", key=f"train_layer_up_{position}", help="Move up", on_click=_move, args=(row_id, -1),
-                   disabled=position == 1)
-    cols[8].button("↓", key=f"train_layer_down_{position}", help="Move down", on_click=_move, args=(row_id, 1),
-                   disabled=position == count)
-    cols[9].button("✕", key=f"train_layer_remove_{position}", help="Remove", on_click=_remove, args=(row_id,))
+    cols[7].button("", icon=":material/arrow_upward:", key=f"train_layer_up_{position}", help="Move up",
+                   on_click=_move, args=(row_id, -1), disabled=position == 1)
+    cols[8].button("", icon=":material/arrow_downward:", key=f"train_layer_down_{position}", help="Move down",
+                   on_click=_move, args=(row_id, 1), disabled=position == count)
+    cols[9].button("", icon=":material/close:", key=f"train_layer_remove_{position}", help="Remove",
+                   on_click=_remove, args=(row_id,))
 
 
 def editor(batch_size: int) -> arch.Summary:

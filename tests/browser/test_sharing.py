@@ -93,3 +93,20 @@ def test_compare_overlays_the_stored_models(page, app_url, screenshot):
     traces = page.evaluate("() => document.querySelector('.js-plotly-plot').data.length")
     assert traces >= 4, traces  # one model: loss and accuracy, training and validation
     screenshot(page, "compare")
+
+
+def test_the_architecture_editor_shows_a_custom_stack_live(page, app_url, screenshot):
+    page.goto(f"{app_url}/Train?arch=custom&layers=conv16k3s1,pool2,bn,dense64,drop0.2", timeout=COLD_TIMEOUT_MS)
+    page.get_by_role("button", name="Start training").wait_for(timeout=COLD_TIMEOUT_MS)
+    wait_idle(page)
+    text = main_area(page).inner_text()
+    for shape in ("(26, 26, 16)", "(13, 13, 16)", "(2704,)", "(64,)", "(10,)"):
+        assert shape in text, f"no output shape {shape} in the editor"
+    total = 16 * 9 + 16 + 4 * 16 + 2704 * 64 + 64 + 64 * 10 + 10
+    assert f"{total:,}" in text, f"no total of {total:,} parameters"
+    screenshot(page, "architecture-editor")
+    # A stack that cannot work: a pooling that shrinks the image below one pixel is refused, with the layer.
+    page.goto(f"{app_url}/Train?arch=custom&layers=pool7,pool7,dense8", timeout=COLD_TIMEOUT_MS)
+    page.get_by_role("button", name="Start training").wait_for(timeout=COLD_TIMEOUT_MS)
+    wait_idle(page)
+    assert "Layer 2" in main_area(page).inner_text()
