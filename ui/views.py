@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import streamlit as st
-from PIL import Image
+from PIL import Image, ImageOps
 
 from core.serving.saliency import overlay, saliency
 from ui.page import light_theme
@@ -25,7 +25,15 @@ def model_view(x28, size_px: int = 168):
     pixels = np.clip(np.rint(np.asarray(x28, np.float32).reshape(28, 28) * 255), 0, 255).astype(np.uint8)
     if light_theme():
         pixels = 255 - pixels
-    return Image.fromarray(pixels).resize((size_px, size_px), Image.Resampling.NEAREST)
+    return _framed(Image.fromarray(pixels).resize((size_px, size_px), Image.Resampling.NEAREST))
+
+
+FRAME_RGB = (209, 213, 219)  # a thin grey frame: the 28x28's edge on a white page
+
+
+def _framed(view: Image.Image) -> Image.Image:
+    """``view`` with a 1-pixel grey frame in the light theme (its white background meets the page's)."""
+    return ImageOps.expand(view.convert("RGB"), border=1, fill=FRAME_RGB) if light_theme() else view
 
 
 WHY_CAPTION = "Why this digit"
@@ -41,7 +49,7 @@ def why_view(predictor, x28, digit: int, size_px: int = 112):
     """
     heat = saliency(predictor, x28, digit)
     view = Image.fromarray(overlay(x28, heat, scale=max(1, size_px // 28), light=light_theme()))
-    return view if view.size == (size_px, size_px) else view.resize((size_px, size_px), Image.Resampling.NEAREST)
+    return _framed(view if view.size == (size_px, size_px) else view.resize((size_px, size_px), Image.Resampling.NEAREST))
 
 
 def why_image(predictor, x28, digit: int, container=None, size_px: int = 112) -> None:

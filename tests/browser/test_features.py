@@ -206,8 +206,9 @@ def test_draw_why_this_digit_and_a_correction_reviewed_on_corrections(page, app_
     assert "Save correction" in save.inner_text()
     assert save.is_disabled(), "Save correction should wait for a digit to be picked"
     # A rerun that redraws the picker while its list is open can swallow the choice (about one time
-    # in three on a busy 2-core machine): pick again until the button is enabled.
-    for attempt in range(3):
+    # in three on a busy 2-core machine): once the page is idle, pick again until the button is enabled.
+    for attempt in range(5):
+        wait_idle(page, 500)
         select_option(page, "draw_correct_label", "1")
         try:
             page.wait_for_function(
