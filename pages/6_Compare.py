@@ -105,11 +105,13 @@ for e in entries:
         "augment": ("yes" if hp["augment"] else "no") if "augment" in hp else None,
         "base": info.base_model or "",
     })
+columns = {"model": "Model", "architecture": "Architecture", "params": "Parameters", "accuracy": "Test acc.",
+           "seconds": "Training time", "epochs": "Epochs", "batch": "Batch size", "rate": "Learning rate",
+           "images": "Training images", "augment": "Augmentation", "base": "Fine-tuned from"}
+if not any(row["base"] for row in rows):
+    del columns["base"]  # no fine-tuned model picked: the table stays narrow enough for the page
 st.markdown(markdown_table(
-    rows,
-    {"model": "Model", "architecture": "Architecture", "params": "Parameters", "accuracy": "Test acc.",
-     "seconds": "Training time", "epochs": "Epochs", "batch": "Batch size", "rate": "Learning rate",
-     "images": "Training images", "augment": "Augmentation", "base": "Fine-tuned from"},
+    rows, columns,
     formats={"params": "{:,}", "accuracy": "{:.2%}", "seconds": "{:.0f} s", "batch": "{:,}"},
     right=("params", "accuracy", "seconds", "batch"),
 ))

@@ -85,26 +85,27 @@ def tiny_served_files() -> dict[str, bytes]:
     return served_files(build_model(tiny, seed=0))
 
 
-@pytest.fixture
-def app_env(trained_store, tmp_path, monkeypatch) -> Path:
-    """Point the app (AppTest runs scripts in-process) at the trained store and a scratch data dir."""
+def point_app_at(store: Path, tmp_path: Path, monkeypatch) -> Path:
+    """Point the app (AppTest runs scripts in-process) at the model store ``store`` and a scratch data
+    dir, with no default model forced by the environment; returns ``store``."""
     from core import config
 
-    monkeypatch.setenv(config.MODELS_DIR_ENV, str(trained_store))
+    monkeypatch.setenv(config.MODELS_DIR_ENV, str(store))
     monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
     monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
-    return trained_store
+    return store
+
+
+@pytest.fixture
+def app_env(trained_store, tmp_path, monkeypatch) -> Path:
+    """The app on the trained store (`point_app_at`)."""
+    return point_app_at(trained_store, tmp_path, monkeypatch)
 
 
 @pytest.fixture
 def two_readers_env(two_readers_store, tmp_path, monkeypatch) -> Path:
     """Like ``app_env``, on ``two_readers_store`` (two models that read digits differently)."""
-    from core import config
-
-    monkeypatch.setenv(config.MODELS_DIR_ENV, str(two_readers_store))
-    monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
-    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
-    return two_readers_store
+    return point_app_at(two_readers_store, tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from core import config
+from tests.conftest import point_app_at
 from tests.helpers_images import as_canvas
 from tests.test_pages import app, canvas_state, metric, mnist_test_digit, run_fresh_interpreter, texts
 
@@ -72,10 +73,7 @@ def shipped_env(tmp_path, monkeypatch) -> Path:
     """The app pointed at a copy of the shipped store (default-cnn: a CNN, with its layers file)."""
     root = tmp_path / "models"
     shutil.copytree(SHIPPED, root)
-    monkeypatch.setenv(config.MODELS_DIR_ENV, str(root))
-    monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
-    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
-    return root
+    return point_app_at(root, tmp_path, monkeypatch)
 
 
 @pytest.fixture
@@ -83,10 +81,7 @@ def copied_env(trained_store, tmp_path, monkeypatch) -> Path:
     """The app pointed at a copy of the trained store, for tests that change its files."""
     root = tmp_path / "models"
     shutil.copytree(trained_store, root)
-    monkeypatch.setenv(config.MODELS_DIR_ENV, str(root))
-    monkeypatch.setenv(config.APP_DATA_DIR_ENV, str(tmp_path / "app-data"))
-    monkeypatch.delenv(config.ACTIVE_MODEL_ENV, raising=False)
-    return root
+    return point_app_at(root, tmp_path, monkeypatch)
 
 
 # --- the layers file against Keras ------------------------------------------------------------------

@@ -130,17 +130,9 @@ class LayersRuntime:
     """
 
     def __init__(self, source: bytes | Path | str):
-        import onnxruntime as ort
+        from core.serving.runtime import open_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            model = source if isinstance(source, bytes) else Path(source).read_bytes()
-            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise LayersError(f"the layers file cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        self._session = open_session(source, LayersError, "the layers file")
         inputs = self._session.get_inputs()
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [28, 28, 1]:
             raise LayersError("the layers file does not take one (N, 28, 28, 1) image")

@@ -19,6 +19,30 @@ class RuntimeError_(ValueError):
     """The exported file cannot be loaded or does not have the expected inputs and outputs."""
 
 
+def open_session(source: Path | str | bytes, error: type[Exception], what: str):
+    """An ONNX Runtime CPU session over an exported file, one intra-op thread (a single image's call
+    stays short; concurrent visitors use the other cores).
+
+    Args:
+        source: the file's path or bytes.
+        error: the exception type to raise; what: the file, for its message.
+
+    Raises:
+        error: the file cannot be read or is not a loadable ONNX model.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        model = source if isinstance(source, bytes) else Path(source).read_bytes()
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise error(f"{what} cannot be loaded ({type(exc).__name__}: {exc})") from exc
+
+
 class Runtime:
     """A loaded exported model.
 
@@ -31,17 +55,7 @@ class Runtime:
     """
 
     def __init__(self, source: Path | str | bytes):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            model = source if isinstance(source, bytes) else Path(source).read_bytes()
-            self._session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise RuntimeError_(f"the exported model cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        self._session = open_session(source, RuntimeError_, "the exported model")
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [28, 28, 1] or len(outputs) != 2 \
                 or outputs[0].shape[-1] != 10:

@@ -200,6 +200,19 @@ class ModelStore:
         """
         return ModelInfo.from_json(json.loads(self.meta_path(name).read_text(encoding="utf-8")))
 
+    def _checked_info(self, name: str) -> ModelInfo:
+        """The metadata file of ``name``, as it is on disk.
+
+        Raises:
+            StoreError: there is none, or it cannot be read or is not a JSON object.
+        """
+        try:
+            return self._read_info(name)
+        except FileNotFoundError:
+            raise StoreError(f"No model named {name!r} in {self.root}.") from None
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"the metadata of {name!r} cannot be read ({exc})") from exc
+
     def _write_info(self, name: str, info: ModelInfo) -> None:
         _atomic_write_bytes(self.meta_path(name), json.dumps(info.to_json(), indent=1).encode("utf-8"))
 
@@ -262,12 +275,7 @@ class ModelStore:
                 damaged). Optional files (`OPTIONAL`) are not checked here but when they are read
                 (`read_optional`).
         """
-        try:
-            info = self._read_info(name)
-        except FileNotFoundError:
-            raise StoreError(f"No model named {name!r} in {self.root}.") from None
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"the metadata of {name!r} cannot be read ({exc})") from exc
+        info = self._checked_info(name)
         recorded = info.files
         if not all(s in recorded for s in SERVED.values()):
             raise StoreError(f"it has no exported inference file; make one with `python -m core export {name}`")
@@ -335,12 +343,7 @@ class ModelStore:
         Raises:
             StoreError: no metadata of that name, metadata that cannot be read, or an invalid stem in it.
         """
-        try:
-            info = self._read_info(name)
-        except FileNotFoundError:
-            raise StoreError(f"No model named {name!r} in {self.root}.") from None
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"the metadata of {name!r} cannot be read ({exc})") from exc
+        info = self._checked_info(name)
         stem = _stem_of(name, info)
         unusable = []
         for suffix in (*SERVED.values(), *OPTIONAL.values()):
