@@ -253,7 +253,8 @@ def test_the_downloaded_file_reads_like_the_app_without_tensorflow(home_page, tr
 
 
 def test_the_snippet_shown_reads_a_png_like_the_app(home_page, trained_store, tmp_path):
-    (snippet,) = [code for code, _ in home_page["code"] if f"InferenceSession('{TEST_MODEL}.onnx')" in code]
+    (snippet,) = [code for code, _ in home_page["code"]
+                  if f"InferenceSession('{TEST_MODEL}.onnx')" in code and "np.median" in code]
     cases = {f"dark-on-white-{label}": dark_on_white_png(mnist_test_digit(label)) for label in SNIPPET_LABELS}
     cases["white-on-black-3"] = white_on_black_png(mnist_test_digit(3))
     printed = {}
@@ -271,3 +272,29 @@ def test_the_snippet_shown_reads_a_png_like_the_app(home_page, trained_store, tm
     expected = app_digits(trained_store, list(cases.values()))
     assert printed == {case: str(digit) for case, digit in zip(cases, expected)}
     assert len(set(printed.values())) >= 4, printed
+
+
+def test_the_five_line_snippet_reads_mnist_style_pngs_like_the_served_model(home_page, trained_store, tmp_path):
+    from core.serving.predict import Predictor
+    from core.serving.snippet import onnx_snippet_mnist
+    from core.storage.store import ModelStore
+
+    snippet = onnx_snippet_mnist(f"{TEST_MODEL}.onnx")
+    assert (snippet, "python") in home_page["code"] and len(snippet.splitlines()) == 5
+    digits = [mnist_test_digit(label) for label in range(10)]
+    printed = []
+    for label, digit in enumerate(digits):
+        folder = tmp_path / str(label)
+        folder.mkdir()
+        (folder / "digit.png").write_bytes(png(digit))  # MNIST as it is: 28x28, white on black
+        (folder / f"{TEST_MODEL}.onnx").write_bytes(home_page["onnx"])
+        (folder / "snippet.py").write_text(snippet, encoding="utf-8")
+        run_snippet = BLOCK_TF + "import runpy; runpy.run_path('snippet.py', run_name='__main__')"
+        proc = subprocess.run([sys.executable, "-c", run_snippet], cwd=folder, env=plain_env(), capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, (label, proc.stderr[-3000:])
+        printed.append(int(proc.stdout.strip()))
+    x = np.stack(digits).astype(np.float32)[..., None] / 255
+    served = Predictor.load(TEST_MODEL, ModelStore(trained_store)).probabilities(x).argmax(axis=1)
+    assert printed == served.tolist() and sum(p == label for label, p in enumerate(printed)) >= 9, printed
+

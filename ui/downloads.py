@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.serving.snippet import SNIPPET_IMAGE, onnx_snippet
+from core.serving.snippet import SNIPPET_IMAGE, onnx_snippet, onnx_snippet_mnist
 from core.storage.store import KERAS_SUFFIX, ONNX_SUFFIX, Entry, ModelStore, StoreError
 
 SNIPPET_CAPTION = (
@@ -73,7 +73,10 @@ def model_downloads(entry: Entry, store: ModelStore) -> None:
         icon=":material/download:", key=f"home_download_onnx_{name}",
         help="The exported inference file the app serves: ONNX Runtime reads it, no TensorFlow needed.",
     )
-    st.caption(f"Read a digit with `{name}.onnx` and `pip install numpy pillow onnxruntime` only: "
-               f"save the image as `{SNIPPET_IMAGE}` beside it and run")
-    st.code(onnx_snippet(f"{name}.onnx"), language="python")
-    st.caption(SNIPPET_CAPTION)
+    st.caption(f"Read a digit with `{name}.onnx` and `pip install numpy pillow onnxruntime` only. An "
+               f"MNIST-style image (a 28×28 white digit on black) saved as `{SNIPPET_IMAGE}` beside it:")
+    st.code(onnx_snippet_mnist(f"{name}.onnx"), language="python")
+    with st.expander("A photo or a drawing of any size"):
+        st.caption(f"Save it as `{SNIPPET_IMAGE}` beside `{name}.onnx` and run:")
+        st.code(onnx_snippet(f"{name}.onnx"), language="python")
+        st.caption(SNIPPET_CAPTION)

@@ -55,3 +55,29 @@ def onnx_snippet(file_name: str) -> str:
     if not isinstance(file_name, str) or not file_name.strip():
         raise ValueError(f"Expected the model file's name, such as 'default-cnn.onnx', got {file_name!r}.")
     return _TEMPLATE.format(image=SNIPPET_IMAGE, model=file_name).rstrip("\n")
+
+
+_FIVE_LINES = '''\
+import numpy as np, onnxruntime as ort
+from PIL import Image
+x = np.asarray(Image.open({image!r}).convert('L').resize((28, 28)), np.float32)[None, :, :, None] / 255
+session = ort.InferenceSession({model!r})
+print(int(session.run(None, {{session.get_inputs()[0].name: x}})[0].argmax()))'''
+
+
+def onnx_snippet_mnist(file_name: str) -> str:
+    """Five lines of Python that read an MNIST-style image (a 28x28 white digit on black, centred as
+    MNIST's are) in ``digit.png`` (`SNIPPET_IMAGE`) with an exported model and print the digit.
+
+    Args:
+        file_name: the model file's name or path, e.g. ``"default-cnn.onnx"``.
+
+    Returns:
+        The program's source, no newline after the last line.
+
+    Raises:
+        ValueError: ``file_name`` is not a non-empty string.
+    """
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise ValueError(f"Expected the model file's name, such as 'default-cnn.onnx', got {file_name!r}.")
+    return _FIVE_LINES.format(image=SNIPPET_IMAGE, model=file_name)
