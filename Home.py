@@ -43,10 +43,12 @@ links = [("pages/1_Train.py", "Train", ":material/model_training:",
          ("pages/6_Compare.py", "Compare", ":material/compare_arrows:", "Training curves and settings side by side"),
          ("pages/7_Inside.py", "Inside", ":material/layers:", "Every layer's response to your drawing")]
 links = [link for link in links if page_exists(link[0])]
-for col, (path, label, icon, help_text) in zip(st.columns(len(links) or 1), links):
-    with col.container(border=True):
-        st.page_link(path, label=f"**{label}**", icon=icon)
-        st.caption(help_text)
+LINKS_PER_ROW = 4  # wide enough for each page's name on a laptop; a phone stacks them
+for row in range(0, len(links), LINKS_PER_ROW):
+    for col, (path, label, icon, help_text) in zip(st.columns(LINKS_PER_ROW), links[row:row + LINKS_PER_ROW]):
+        with col.container(border=True):
+            st.page_link(path, label=f"**{label}**", icon=icon)
+            st.caption(help_text)
 
 st.subheader("Models in the store")
 models = listing()

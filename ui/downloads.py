@@ -73,10 +73,12 @@ def model_downloads(entry: Entry, store: ModelStore) -> None:
         icon=":material/download:", key=f"home_download_onnx_{name}",
         help="The exported inference file the app serves: ONNX Runtime reads it, no TensorFlow needed.",
     )
-    st.caption(f"Read a digit with `{name}.onnx` and `pip install numpy pillow onnxruntime` only. An "
-               f"MNIST-style image (a 28×28 white digit on black) saved as `{SNIPPET_IMAGE}` beside it:")
-    st.code(onnx_snippet_mnist(f"{name}.onnx"), language="python")
-    with st.expander("A photo or a drawing of any size"):
-        st.caption(f"Save it as `{SNIPPET_IMAGE}` beside `{name}.onnx` and run:")
+    st.caption(f"Read a digit with `{name}.onnx` and `pip install numpy pillow onnxruntime` only: save the "
+               f"image as `{SNIPPET_IMAGE}` beside it and run")
+    mnist_tab, any_tab = st.tabs(["An MNIST-style image (5 lines)", "A photo or a drawing of any size"])
+    with mnist_tab:
+        st.code(onnx_snippet_mnist(f"{name}.onnx"), language="python")
+        st.caption("For a 28×28 white digit on black, centred as MNIST's are.")
+    with any_tab:
         st.code(onnx_snippet(f"{name}.onnx"), language="python")
         st.caption(SNIPPET_CAPTION)

@@ -67,6 +67,8 @@ def test_the_downloaded_inference_file_reads_digits_as_the_app_does(page, app_ur
     button = details.get_by_role("button", name="Download default-cnn.onnx")
     button.wait_for(timeout=COLD_TIMEOUT_MS)
     details.get_by_text("pip install numpy pillow onnxruntime").wait_for()
+    assert page.locator('[data-testid="stException"]').count() == 0, "Home shows a traceback"
+    assert details.get_by_role("tab").count() == 2  # the five-line program and the one for any picture
     screenshot(page, "take-home")
     with page.expect_download(timeout=COLD_TIMEOUT_MS) as download:
         button.click()
