@@ -77,8 +77,8 @@ def model_downloads(entry: Entry, store: ModelStore) -> None:
                f"image as `{SNIPPET_IMAGE}` beside it and run")
     mnist_tab, any_tab = st.tabs(["An MNIST-style image (5 lines)", "A photo or a drawing of any size"])
     with mnist_tab:
-        st.code(onnx_snippet_mnist(f"{name}.onnx"), language="python")
+        st.code(onnx_snippet_mnist(f"{name}.onnx"), language="python", wrap_lines=True)
         st.caption("For a 28×28 white digit on black, centred as MNIST's are.")
     with any_tab:
-        st.code(onnx_snippet(f"{name}.onnx"), language="python")
+        st.code(onnx_snippet(f"{name}.onnx"), language="python", wrap_lines=True)
         st.caption(SNIPPET_CAPTION)

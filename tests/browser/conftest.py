@@ -176,11 +176,23 @@ def visitors(browser, request):
 
 @pytest.fixture
 def screenshot():
-    """``screenshot(page, name)``: the whole page as tests/artifacts/<name>.png, and as
+    """``screenshot(page, name, element=None)``: the whole page (or the screen scrolled to one element)
+    as tests/artifacts/<name>.png, and as
     tests/screenshots/<name>.png too when UPDATE_SCREENSHOTS=1."""
 
-    def take(pg, name: str) -> Path:
-        path = full_page_screenshot(pg, ARTIFACTS / f"{name}.png")
+    def take(pg, name: str, element=None) -> Path:
+        if element is None:
+            path = full_page_screenshot(pg, ARTIFACTS / f"{name}.png")
+        else:  # a tall screen scrolled to show this element (a locator) at its bottom: what the picture is about
+            path = ARTIFACTS / f"{name}.png"
+            size = pg.viewport_size
+            pg.set_viewport_size({"width": size["width"], "height": 2900})
+            try:
+                element.evaluate("e => e.scrollIntoView({block: 'center'})")
+                pg.wait_for_timeout(500)
+                pg.screenshot(path=str(path))
+            finally:
+                pg.set_viewport_size(size)
         if os.environ.get("UPDATE_SCREENSHOTS") == "1":
             README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             (README_SCREENSHOTS / f"{name}.png").write_bytes(path.read_bytes())

@@ -69,7 +69,7 @@ def test_the_downloaded_inference_file_reads_digits_as_the_app_does(page, app_ur
     details.get_by_text("pip install numpy pillow onnxruntime").wait_for()
     assert page.locator('[data-testid="stException"]').count() == 0, "Home shows a traceback"
     assert details.get_by_role("tab").count() == 2  # the five-line program and the one for any picture
-    screenshot(page, "take-home")
+    screenshot(page, "take-home", element=button)
     with page.expect_download(timeout=COLD_TIMEOUT_MS) as download:
         button.click()
     saved = tmp_path / download.value.suggested_filename
