@@ -843,6 +843,7 @@ def test_train_form_starts_a_run_that_saves_a_model(empty_store_env, train_env):
     assert any("No training run yet" in i for i in texts(at.info))
     at.radio(key="train_family").set_value("mlp").run()
     assert at.text_input(key="train_hidden").value == "256,128"
+    assert at.number_input(key="train_dropout").value == pytest.approx(0.2)  # the MLP's own default, as the CLI's
     at.select_slider(key="train_size").set_value(3000)
     at.number_input(key="train_epochs").set_value(1)
     at.button(key="train_submit").click().run()

@@ -80,9 +80,13 @@ def init_state() -> None:
 
 
 def _on_family_change() -> None:
+    """A new preset starts from its own defaults: layer sizes, dropout and batch normalization."""
     family = st.session_state["train_family"]
     if family in DEFAULT_HIDDEN:
+        spec = default_spec(family)
         st.session_state["train_hidden"] = DEFAULT_HIDDEN[family]
+        st.session_state["train_dropout"] = float(spec.dropout)
+        st.session_state["train_batch_norm"] = bool(spec.batch_norm)
 
 
 def _sizes(text: str, what: str) -> tuple[int, ...]:

@@ -67,6 +67,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'onecycle' or 'constant', got {self.schedule!r}.")
         if self.train_size is not None and not 0 <= int(self.train_size) <= 60000:
             raise ValueError(f"train_size must be between 0 and 60,000 images, got {self.train_size}.")
+        if self.train_size is not None and int(self.train_size) == 60000:
+            object.__setattr__(self, "train_size", None)  # all of them: one way to say it
         if not 0 <= float(self.val_fraction) <= 0.5:
             raise ValueError(f"val_fraction must be between 0 and 0.5, got {self.val_fraction}.")
         if not 0 <= float(self.label_smoothing) < 0.5:
