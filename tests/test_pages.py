@@ -835,6 +835,16 @@ def _wait_until_training(at: AppTest, seconds: float = 120) -> AppTest:
                        seconds, "the run's first batches")
 
 
+def start_small_run(at: AppTest) -> None:
+    """Start the form's run on 3,000 images for one epoch; it is then in progress on the page."""
+    at.select_slider(key="train_size").set_value(3000)
+    at.number_input(key="train_epochs").set_value(1)
+    at.button(key="train_submit").click().run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, texts(at.error)
+    assert set(ACTIVE_TRAINING) & set(subheaders(at)), subheaders(at)
+
+
 def test_train_form_starts_a_run_that_saves_a_model(empty_store_env, train_env):
     from core.storage.store import ModelStore
 
@@ -844,12 +854,7 @@ def test_train_form_starts_a_run_that_saves_a_model(empty_store_env, train_env):
     at.radio(key="train_family").set_value("mlp").run()
     assert at.text_input(key="train_hidden").value == "256,128"
     assert at.number_input(key="train_dropout").value == pytest.approx(0.2)  # the MLP's own default, as the CLI's
-    at.select_slider(key="train_size").set_value(3000)
-    at.number_input(key="train_epochs").set_value(1)
-    at.button(key="train_submit").click().run()
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, texts(at.error)
-    assert set(ACTIVE_TRAINING) & set(subheaders(at)), subheaders(at)
+    start_small_run(at)
     assert any("Started by you" in c.value and "MLP, hidden 256-128 · 3,000 images" in c.value for c in at.caption)
 
     at = _wait_until_done(at)
@@ -1213,12 +1218,7 @@ def test_a_custom_stack_trains_through_the_queue_and_its_layers_are_recorded(emp
     at.number_input(key=f"train_layer_{ids[4]}_units").set_value(32)
     at.run()
     assert stack_text(at) == "conv8k3s1,pool2,conv16k3s1,pool2,dense32,drop0.2"
-    at.select_slider(key="train_size").set_value(3000)
-    at.number_input(key="train_epochs").set_value(1)
-    at.button(key="train_submit").click().run()
-    assert not at.exception, [e.message for e in at.exception]
-    assert not at.error, texts(at.error)
-    assert set(ACTIVE_TRAINING) & set(subheaders(at)), subheaders(at)
+    start_small_run(at)
 
     at = _wait_until_done(at)
     assert any("Training finished" in s for s in texts(at.success)), texts(at.error) + texts(at.warning)
