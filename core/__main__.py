@@ -19,10 +19,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _ints(text: str) -> tuple[int, ...]:
+    from core.learning.settings import parse_sizes  # only when a train option is given: `predict` stays light
+
     try:
-        return tuple(int(t) for t in text.replace(" ", "").split(",") if t)
+        return parse_sizes(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 256,128, got {text!r}") from exc
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _log(*args) -> None:

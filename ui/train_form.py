@@ -17,7 +17,7 @@ import streamlit as st
 
 from core.learning.architecture import check_stack
 from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, FAMILIES, ModelSpec, default_spec
-from core.learning.settings import PARAMS, checked, from_query, has_settings, to_query
+from core.learning.settings import PARAMS, from_query, has_settings, parse_sizes, to_query
 from core.learning.train import MAX_SEED, MIN_LEARNING_RATE, TrainConfig
 from core.storage.info import ModelInfo
 from ui import architecture as layer_editor
@@ -90,12 +90,10 @@ def _on_family_change() -> None:
 
 
 def _sizes(text: str, what: str) -> tuple[int, ...]:
-    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
     try:
-        sizes = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{what}: {text!r} is not a list of whole numbers. Write sizes separated by commas, "
-                         "like 256,128.") from None
+        sizes = parse_sizes(str(text).replace(";", ","))
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
     if not sizes:
         raise ValueError(f"{what}: enter at least one size, like 256.")
     return sizes
@@ -106,7 +104,7 @@ def config(quick: bool = False) -> TrainConfig:
 
     Raises:
         ValueError: values the run would refuse, with a message for the visitor (a custom stack's
-            names the layer and why: `ModelSpec`, `core.learning.settings.checked`).
+            names the layer and why: `ModelSpec`, `TrainConfig`).
     """
     s = st.session_state
     family = s["train_family"]
@@ -123,7 +121,7 @@ def config(quick: bool = False) -> TrainConfig:
     size = QUICK_SIZE if quick else int(s["train_size"])
     cfg = TrainConfig(
         spec=spec, epochs=QUICK_EPOCHS if quick else int(s["train_epochs"]), batch_size=int(s["train_batch_size"]),
-        learning_rate=float(s["train_lr"]), schedule=s["train_schedule"], train_size=None if size == 60000 else size,
+        learning_rate=float(s["train_lr"]), schedule=s["train_schedule"], train_size=size,
         val_fraction=float(s["train_val_fraction"]), augment=bool(s["train_augment"]),
         label_smoothing=float(s["train_smoothing"]), seed=int(s["train_seed"]),
     )
@@ -131,7 +129,7 @@ def config(quick: bool = False) -> TrainConfig:
     if n_fit < cfg.batch_size:
         raise ValueError(f"Only {n_fit:,} images are left for training after validation, fewer than one batch of "
                          f"{cfg.batch_size}. Use more images or a smaller batch.")
-    return checked(cfg)
+    return cfg
 
 
 def _with(options: list[int], value: int) -> list[int]:

@@ -104,16 +104,26 @@ def _flag(params: Mapping[str, str], key: str, default: bool) -> bool:
     raise ValueError(f"{PARAMS[key]} ({key}={text!r}) must be 1 or 0.")
 
 
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """Layer sizes written as text, ``"256,128"`` -> ``(256, 128)`` (spaces around them and empty
+    parts ignored; ``""`` -> ``()``), for the Train form, links and the CLI alike.
+
+    Raises:
+        ValueError: a part that is not a whole number.
+    """
+    try:
+        return tuple(int(p) for p in (p.strip() for p in str(text).split(",")) if p)
+    except ValueError:
+        raise ValueError(f"{str(text)!r} is not a list of whole numbers separated by commas, like 256,128.") from None
+
+
 def _sizes(params: Mapping[str, str], key: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    text = str(params.get(key, "")).strip()
     if key not in params:
         return default
-    parts = [p.strip() for p in text.split(",") if p.strip()]
     try:
-        return tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"{PARAMS[key]} ({key}={text!r}) must be whole numbers separated by commas, "
-                         "like 256,128.") from None
+        return parse_sizes(params[key])
+    except ValueError as exc:
+        raise ValueError(f"{PARAMS[key]} ({key}): {exc}") from None
 
 
 def _custom_spec(params: Mapping[str, str], batch_size: int) -> ModelSpec:
@@ -128,19 +138,6 @@ def _custom_spec(params: Mapping[str, str], batch_size: int) -> ModelSpec:
         raise ValueError(f"{PARAMS['layers']} (layers={text!r}): {exc}") from None
 
 
-def checked(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` if a worker can train it: a custom stack's memory estimate at ``cfg.batch_size`` within
-    the worker's memory limit (`architecture.check_stack`; `ModelSpec` itself checks it at the
-    smallest batch only, as it has no batch size).
-
-    Raises:
-        ValueError: the estimate past the limit, naming the layer that costs most, the estimate and the limit.
-    """
-    if cfg.spec.family == "custom":
-        architecture.check_stack(cfg.spec.layers, cfg.batch_size)
-    return cfg
-
-
 def from_query(params: Mapping[str, str]) -> TrainConfig:
     """The run settings a link carries; a parameter that is missing keeps its default. ``arch=custom``
     reads ``layers`` (and ignores the presets' four); a link with ``layers`` and no ``arch`` is custom.
@@ -148,7 +145,7 @@ def from_query(params: Mapping[str, str]) -> TrainConfig:
     Raises:
         ValueError: a parameter that is not a number where one is expected, or settings that the
             Train form would refuse (the limits of `TrainConfig` and `ModelSpec`, and a custom
-            stack's memory estimate at the link's batch size: `checked`), with a message that names it.
+            stack's memory estimate at the link's batch size), with a message that names it.
     """
     default = "custom" if str(params.get("layers", "")).strip() else "cnn"
     family = str(params.get("arch", default)).strip().lower() or default
@@ -166,16 +163,15 @@ def from_query(params: Mapping[str, str]) -> TrainConfig:
             dropout=_number(params, "dropout", float, base.dropout),
             batch_norm=_flag(params, "bn", base.batch_norm),
         )
-    images = _number(params, "images", int, 60000)
-    return checked(TrainConfig(
+    return TrainConfig(
         spec=spec,
         epochs=_number(params, "epochs", int, TrainConfig.epochs),
         batch_size=batch_size,
         learning_rate=_number(params, "lr", float, TrainConfig.learning_rate),
         schedule=str(params.get("schedule", TrainConfig.schedule)).strip() or TrainConfig.schedule,
-        train_size=None if images == 60000 else images,
+        train_size=_number(params, "images", int, 60000),
         val_fraction=_number(params, "val", float, TrainConfig.val_fraction),
         augment=_flag(params, "augment", TrainConfig.augment),
         label_smoothing=_number(params, "smoothing", float, TrainConfig.label_smoothing),
         seed=_number(params, "seed", int, TrainConfig.seed),
-    ))
+    )

@@ -425,7 +425,8 @@ class ModelStore:
                 metadata, or a suffix the store does not know.
         """
         try:
-            info = self._read_info(name)
+            raw = json.loads(self.meta_path(name).read_text(encoding="utf-8"))
+            info = ModelInfo.from_json(raw)
         except (OSError, ValueError) as exc:
             raise StoreError(f"No model named {name!r} in {self.root} ({exc}).") from exc
         stem = _stem_of(name, info)
@@ -434,7 +435,6 @@ class ModelStore:
             raise StoreError(f"No model named {name!r} in {self.root}.")
         written = self._write_files(stem, files)
         checksums = {**info.files, KERAS_SUFFIX: file_sha256(keras_file), **written}
-        raw = json.loads(self.meta_path(name).read_text(encoding="utf-8"))
         raw = raw | info.replace(files=checksums).to_json()  # keys already there keep their place
         _atomic_write_bytes(self.meta_path(name), json.dumps(raw, indent=1).encode("utf-8"))
 
