@@ -4,14 +4,13 @@ program that reads a digit with the ``.onnx`` file alone (`core.serving.snippet`
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 
 from core.serving.snippet import SNIPPET_IMAGE, onnx_snippet, onnx_snippet_mnist
-from core.storage.store import KERAS_SUFFIX, ONNX_SUFFIX, Entry, ModelStore, StoreError
+from core.storage.store import KERAS_SUFFIX, ONNX_SUFFIX, Entry, ModelStore, StoreError, read_matching
 
 SNIPPET_CAPTION = (
     "A short version of the app's reading, for one digit on plain, evenly lit paper or a drawing; the "
@@ -35,11 +34,10 @@ def checked_bytes(path: Path, sha256: str) -> Callable[[], bytes]:
         and `OSError` when it cannot be read, so Streamlit sends no file.
     """
     def read() -> bytes:
-        data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise StoreError(f"{path.name} does not match the checksum recorded when it was saved "
-                             "(altered or damaged); it is not sent.")
-        return data
+        try:
+            return read_matching(path, sha256)
+        except StoreError as exc:
+            raise StoreError(f"{exc}; it is not sent.") from None
 
     return read
 

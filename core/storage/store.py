@@ -153,6 +153,20 @@ def file_sha256(path: Path) -> str:
     return _digests[key]
 
 
+def read_matching(path: Path, sha256: str) -> bytes:
+    """The bytes of the file at ``path``, read once and returned only if their SHA-256 is ``sha256``:
+    what a caller gets is exactly what was checked, even if the file changes afterwards.
+
+    Raises:
+        OSError: the file cannot be read (FileNotFoundError: it is missing).
+        StoreError: its bytes do not match (the file was altered or damaged).
+    """
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise StoreError(f"{path.name} does not match the checksum recorded when it was saved (altered or damaged)")
+    return data
+
+
 class ModelStore:
     """Models in a folder (default: ``config.models_dir()``)."""
 
@@ -323,17 +337,16 @@ class ModelStore:
                                    f"those were written. Export it again with `python -m core export {name}`.")
         path = self.root / f"{_stem_of(name, info)}{suffix}"
         try:
-            data = path.read_bytes()
+            return read_matching(path, expected)
         except FileNotFoundError:
             raise StoreError(f"The {role} file {path.name} of {name!r} is missing. "
                              f"Export it again with `python -m core export {name}`.") from None
         except OSError as exc:
             raise StoreError(f"The {role} file {path.name} of {name!r} cannot be read ({exc}).") from exc
-        if hashlib.sha256(data).hexdigest() != expected:
+        except StoreError:
             raise StoreError(f"The {role} file {path.name} of {name!r} does not match the checksum recorded when "
                              f"it was saved (altered or damaged); it is not used. Export it again with "
-                             f"`python -m core export {name}`.")
-        return data
+                             f"`python -m core export {name}`.") from None
 
     def unusable_files(self, name: str) -> list[str]:
         """The suffixes of the served and optional files of ``name`` that cannot be used as they
