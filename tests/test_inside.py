@@ -265,7 +265,7 @@ def test_inside_page_never_imports_tensorflow(app_env, tmp_path):
 
 def test_feature_grids_bars_and_captions():
     from core.serving.inside import FirstWeights, LayerOutput, LayersError, strongest_units
-    from ui.inside import activation_bars, feature_grid, panel_caption, tile_colours, tile_grid
+    from core.report.layers import activation_bars, feature_grid, panel_caption, tile_colours, tile_grid
 
     maps = LayerOutput("relu_conv3", "Activation", "relu", np.arange(2 * 2 * 40, dtype=np.float32).reshape(2, 2, 40))
     grid = feature_grid(maps)  # 32 of the 40 channels: 4 rows of 8 tiles, 2x2 scaled to 48 px, 2 px apart
