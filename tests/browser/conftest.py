@@ -124,6 +124,16 @@ def browser():
         playwright.stop()
 
 
+def keep_if_failed(request, pg, name: str) -> None:
+    """On a failing test, a screenshot of ``pg`` in tests/artifacts/failed-<name>.png."""
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        try:
+            full_page_screenshot(pg, ARTIFACTS / f"failed-{name}.png")
+        except Exception as exc:  # the page may be gone; the failure itself matters more
+            print(f"no failure screenshot of {name}: {exc}", file=sys.stderr)
+
+
 @pytest.fixture
 def page(browser, app_server, request):
     """A page in a fresh browser context (a new Streamlit session), 1280x900.
@@ -136,26 +146,22 @@ def page(browser, app_server, request):
     try:
         yield pg
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            try:
-                full_page_screenshot(pg, ARTIFACTS / f"failed-{request.node.name}.png")
-            except Exception as exc:  # the page may be gone; the failure itself matters more
-                print(f"no failure screenshot: {exc}", file=sys.stderr)
+        keep_if_failed(request, pg, request.node.name)
         context.close()
 
 
 @pytest.fixture
 def visitors(browser, request):
-    """``open_visitor(name, viewport=VIEWPORT, color_scheme="light")``: a page in a new browser context
-    (another visitor, with the system's light or dark colour scheme,
+    """``open_visitor(name, viewport=VIEWPORT, color_scheme="light", **options)``: a page in a new
+    browser context (another visitor, with the system's light or dark colour scheme and Playwright's
+    other context options, such as a phone's ``has_touch``,
     or the same one in another browser when it opens their address with its ``?owner=`` token).
     All are closed after the test; on a failing test, each one's page is kept in
     tests/artifacts/failed-<test>-<name>.png."""
     opened: list[tuple[str, object, object]] = []
 
-    def open_visitor(name: str, viewport: dict | None = None, color_scheme: str = "light"):
-        context = browser.new_context(viewport=viewport or VIEWPORT, color_scheme=color_scheme)
+    def open_visitor(name: str, viewport: dict | None = None, color_scheme: str = "light", **options):
+        context = browser.new_context(viewport=viewport or VIEWPORT, color_scheme=color_scheme, **options)
         context.set_default_timeout(DEFAULT_TIMEOUT_MS)
         pg = context.new_page()
         opened.append((name, context, pg))
@@ -164,13 +170,8 @@ def visitors(browser, request):
     try:
         yield open_visitor
     finally:
-        report = getattr(request.node, "rep_call", None)
         for name, context, pg in opened:
-            if report is not None and report.failed:
-                try:
-                    full_page_screenshot(pg, ARTIFACTS / f"failed-{request.node.name}-{name}.png")
-                except Exception as exc:  # the page may be gone; the failure itself matters more
-                    print(f"no failure screenshot of {name}: {exc}", file=sys.stderr)
+            keep_if_failed(request, pg, f"{request.node.name}-{name}")
             context.close()
 
 

@@ -33,20 +33,16 @@ def touch_digit(page, cdp, digit: int) -> None:
         cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
-def test_a_finger_drawn_digit_is_read_and_the_answer_shows_without_scrolling(browser, app_url, screenshot):
-    context = browser.new_context(viewport=PIXEL_7, has_touch=True, is_mobile=True, device_scale_factor=2)
-    try:
-        page = context.new_page()
-        open_draw_page(page, app_url, COLD_TIMEOUT_MS)
-        touch_digit(page, context.new_cdp_session(page), 7)
-        metric_value(page, PREDICTED).wait_for(timeout=COLD_TIMEOUT_MS)
-        wait_idle(page, 800, COLD_TIMEOUT_MS)
-        assert metric_value(page, PREDICTED).inner_text().strip() == "7"
-        assert page.evaluate(_SCROLLED_JS) == 0, "the page scrolled"
-        for label in (PREDICTED, "Confidence"):
-            box = metric_value(page, label).bounding_box()
-            assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= PIXEL_7["height"], (label, box)
-        assert metric_value(page, "Confidence").inner_text().strip().endswith("%")
-        screenshot(page, "phone-draw")
-    finally:
-        context.close()
+def test_a_finger_drawn_digit_is_read_and_the_answer_shows_without_scrolling(visitors, app_url, screenshot):
+    page = visitors("phone", viewport=PIXEL_7, has_touch=True, is_mobile=True, device_scale_factor=2)
+    open_draw_page(page, app_url, COLD_TIMEOUT_MS)
+    touch_digit(page, page.context.new_cdp_session(page), 7)
+    metric_value(page, PREDICTED).wait_for(timeout=COLD_TIMEOUT_MS)
+    wait_idle(page, 800, COLD_TIMEOUT_MS)
+    assert metric_value(page, PREDICTED).inner_text().strip() == "7"
+    assert page.evaluate(_SCROLLED_JS) == 0, "the page scrolled"
+    for label in (PREDICTED, "Confidence"):
+        box = metric_value(page, label).bounding_box()
+        assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= PIXEL_7["height"], (label, box)
+    assert metric_value(page, "Confidence").inner_text().strip().endswith("%")
+    screenshot(page, "phone-draw")
