@@ -738,25 +738,39 @@ def test_upload_says_when_an_image_is_probably_not_a_digit(app_env):
 
 
 def download_data(monkeypatch):
-    """A function that returns the bytes an ``st.download_button`` of an AppTest session would send.
+    """A function that returns the bytes an ``st.download_button`` of an AppTest session sends when
+    clicked: data given at once, or a callable that Streamlit runs on the click (deferred data).
 
-    AppTest exposes a download button's proto (its ``url`` into the media file storage) but not
-    the data; each run makes its own in-memory storage (``MemoryMediaFileStorage``), so this
-    records them and reads the button's file from the latest one."""
+    AppTest gives a button's proto (its ``url``, or its ``deferred_file_id``) but not its data, and
+    each run makes its own media file manager and in-memory storage: this records them, runs a
+    deferred button's callable through the latest manager and reads the file from the latest
+    storage. For deferred data the returned function raises ``MediaFileStorageError`` when the
+    callable raises (Streamlit then sends no file)."""
     import streamlit.testing.v1.app_test as app_test_module
+    from streamlit.runtime.media_file_manager import MediaFileManager
     from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
+    managers: list = []
     storages: list = []
 
-    class Recording(MemoryMediaFileStorage):
+    class RecordingManager(MediaFileManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            managers.append(self)
+
+    class RecordingStorage(MemoryMediaFileStorage):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             storages.append(self)
 
-    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", Recording)
+    monkeypatch.setattr(app_test_module, "MediaFileManager", RecordingManager)
+    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", RecordingStorage)
 
     def data(button) -> bytes:
-        url = button.proto.url
+        url, file_id = button.proto.url, button.proto.deferred_file_id
+        if file_id:
+            assert managers, "no media file manager was made"
+            url = managers[-1].execute_deferred(file_id)
         assert url and storages, "the download button has no file"
         return storages[-1].get_file(url.rsplit("/", 1)[-1]).content
 

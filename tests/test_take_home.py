@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import TEST_MODEL
+from tests.test_pages import download_data, mnist_test_digit
 from tests.helpers_images import render_strokes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,43 +30,6 @@ BLOCK_TF = "import sys; sys.modules.update(tensorflow=None, keras=None)\n"  # an
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-def download_reader(monkeypatch) -> Callable:
-    """A function that returns the bytes an ``st.download_button`` of an AppTest session sends when
-    clicked, for buttons whose data is a callable (Streamlit runs it on the click).
-
-    AppTest gives a button's proto (``deferred_file_id``) but not its data, and each run makes its
-    own media file manager and in-memory storage: this records them, runs the button's callable
-    through the latest manager and reads the file from the latest storage. The returned function
-    raises ``MediaFileStorageError`` when the callable raises (Streamlit then sends no file)."""
-    import streamlit.testing.v1.app_test as app_test_module
-    from streamlit.runtime.media_file_manager import MediaFileManager
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    managers: list = []
-    storages: list = []
-
-    class RecordingManager(MediaFileManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            managers.append(self)
-
-    class RecordingStorage(MemoryMediaFileStorage):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            storages.append(self)
-
-    monkeypatch.setattr(app_test_module, "MediaFileManager", RecordingManager)
-    monkeypatch.setattr(app_test_module, "MemoryMediaFileStorage", RecordingStorage)
-
-    def read(button) -> bytes:
-        file_id = button.proto.deferred_file_id
-        assert file_id and managers and storages, "the download button has no deferred file"
-        url = managers[-1].execute_deferred(file_id)
-        return storages[-1].get_file(url.rsplit("/", 1)[-1]).content
-
-    return read
-
 
 def home(models_dir: Path, monkeypatch) -> AppTest:
     """A fresh session of Home over the model store ``models_dir``, run once."""
@@ -89,14 +52,6 @@ def flip_a_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-
-
-def mnist_test_digit(label: int) -> np.ndarray:
-    """The first MNIST test image of ``label``: uint8 (28, 28), white ink on black."""
-    from core.data import cached_mnist
-
-    mnist = cached_mnist()
-    return mnist.x_test[np.flatnonzero(mnist.y_test == label)[0]]
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -135,7 +90,7 @@ def home_page(trained_store) -> dict:
     """What Home offers for ``test-mlp``: the labels of its download buttons, the bytes its
     ``.onnx`` button sends, and its code blocks (value, language)."""
     with pytest.MonkeyPatch.context() as mp:
-        read = download_reader(mp)
+        read = download_data(mp)
         at = home(trained_store, mp)
         offered = buttons(at)
         data = read(offered[ONNX_LABEL]) if ONNX_LABEL in offered else None
@@ -211,7 +166,7 @@ def test_an_onnx_file_altered_after_the_page_was_drawn_is_not_sent(trained_store
 
     root = tmp_path / "models"
     shutil.copytree(trained_store, root)
-    read = download_reader(monkeypatch)
+    read = download_data(monkeypatch)
     button = buttons(home(root, monkeypatch))[ONNX_LABEL]
     original = (root / f"{TEST_MODEL}.onnx").read_bytes()
     assert read(button) == original  # the click sends the file...
