@@ -4,6 +4,8 @@ and the Evaluate page (AppTest)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +236,29 @@ def test_evaluate_page_measures_a_model_once(app_env, monkeypatch):
     assert len(calls) == 1
     assert [m.value for m in first.metric if m.label == "Test accuracy"] == \
         [m.value for m in second.metric if m.label == "Test accuracy"]
+
+
+def test_evaluating_the_test_set_keeps_the_server_small():
+    # A server that opens Evaluate keeps what the evaluation left behind for its whole life:
+    # ONNX Runtime's arena holds the peak of its largest call. Read in chunks, the 10,000 test
+    # images cost a few MB; in one call of 1,000 they cost ~70 MB more (bench/README.md).
+    code = (
+        "import numpy as np\n"
+        "from core.data import cached_test_set\n"
+        "from core.report.evaluate import evaluate\n"
+        "from core.serving.predict import Predictor\n"
+        "from core.storage.store import ModelStore\n"
+        "from core.config import ROOT\n"
+        "rss = lambda: int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) / 1024\n"
+        "x, y = cached_test_set()\n"
+        "p = Predictor.load('default-cnn', ModelStore(ROOT / 'models'))\n"
+        "p.read(np.zeros((280, 280, 4), np.uint8))\n"
+        "before = rss()\n"
+        "ev = evaluate(p, x, y)\n"
+        "print(f'GROWTH={rss() - before:.1f} ACC={ev.accuracy}')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = dict(kv.split("=") for kv in out.stdout.split())
+    assert float(figures["ACC"]) >= 0.99
+    assert float(figures["GROWTH"]) < 30, figures

@@ -164,14 +164,18 @@ def evaluate(predictor, x_test: np.ndarray, y_test: np.ndarray) -> Evaluation:
         ValueError: images of the wrong shape, or labels that do not match them.
     """
     from core.data import to_model_input
+    from core.serving.runtime import BATCH
     x = np.asarray(x_test)
-    if x.dtype == np.uint8:
-        x = to_model_input(x)
     if len(x) != len(np.asarray(y_test).reshape(-1)):
         raise ValueError(f"Got {len(x)} images but {np.asarray(y_test).size} labels.")
+    # uint8 images become floats a chunk at a time: a server that evaluates never holds the float
+    # copy of the whole test set (31 MB).
+    chunks = [x[i:i + BATCH] for i in range(0, len(x), BATCH)] or [x]
+    probs = np.concatenate([predictor.probabilities(to_model_input(c) if c.dtype == np.uint8 else c)
+                            for c in chunks])
     # Confidences as the Draw and Upload pages show them: calibrated by the model's temperature
     # (core.serving.calibrate). The digits, and so every count, are the network's own.
-    probs = apply_temperature(predictor.probabilities(x), predictor.temperature)
+    probs = apply_temperature(probs, predictor.temperature)
     return evaluation_from_probabilities(probs, y_test)
 
 

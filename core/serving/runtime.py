@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-BATCH = 1000  # images per run() call for large inputs (evaluation)
+BATCH = 100  # images per run() call for large inputs: ONNX Runtime's arena keeps the peak of the largest
+# call for the server's life (1000 images: ~70 MB more for an evaluation; 100: ~8 MB; bench/README.md)
 
 
 class RuntimeError_(ValueError):
