@@ -18,6 +18,12 @@ Figures (the last line of output is one JSON object with them):
     in a new context once the server is warm: request -> metrics shown), all from the median run.
     Home must not import TensorFlow: ``home_imports_tensorflow`` says whether the server had loaded
     it once Home had finished running (from /proc/PID/maps).
+``floor_home_s``, ``floor_canvas_s``, ``floor_rss_mb``
+    The floor under those figures, in the same run: bare Streamlit pages on cold servers, timed the
+    same way. ``bench/floor/home.py`` (a title and one metric): server start -> metric shown.
+    ``bench/floor/canvas.py`` (streamlit-drawable-canvas alone, no model): server start -> canvas
+    shown, and the server's RSS then. No app on Streamlit 1.67 with this canvas goes under them here;
+    ``home_over_floor_s`` and ``first_canvas_over_floor_s`` are what this app adds.
 ``first_prediction_s``
     On a second, fresh server: server start -> /Draw opened -> a 7 drawn with the mouse -> its answer
     (the "Predicted digit" metric) shown. Includes loading the model (ONNX Runtime, no TensorFlow).
@@ -254,6 +260,31 @@ def measure_home(browser, env: dict, logs: Path) -> dict:
     t_start = server.started_at
     return {"home_s": t_card - t_start, "health_s": t_health - t_start, "home_title_s": t_title - t_start,
             "home_server_cpu_s": server_cpu, "home_warm_s": warm, "home_imports_tensorflow": tf}
+
+
+def measure_floor(browser, env: dict, logs: Path) -> dict:
+    """Cold servers of the bare pages in ``bench/floor``: Home's and Draw's floor (see the docstring)."""
+    figures = {}
+    for script, key in (("home.py", "floor_home_s"), ("canvas.py", "floor_canvas_s")):
+        context, page = new_page(browser)
+        server = None
+        try:
+            server = start_server(free_port(), env, timeout=120, log_path=logs / f"floor-{script}.log",
+                                  script=str(ROOT / "bench" / "floor" / script))
+            page.goto(server.url)
+            if script == "home.py":
+                wait_home(page)
+            else:
+                page.locator("canvas.upper-canvas").wait_for(timeout=COLD_TIMEOUT_MS)
+            figures[key] = time.perf_counter() - server.started_at
+            if script == "canvas.py":
+                settle(page, 500)
+                figures["floor_rss_mb"] = process_tree_rss_mb(server.pid)
+        finally:
+            context.close()
+            if server is not None:
+                server.stop()
+    return figures
 
 
 def measure_first_prediction(server, page) -> dict:
@@ -560,15 +591,26 @@ def main(argv: list[str] | None = None) -> None:
                     f"{figures['home_imports_tensorflow']}; Home again on the warm server: "
                     f"{figures['home_warm_s']:.2f} s")
 
+                floors = [measure_floor(browser, env, logs) for _ in range(HOME_RUNS)]
+                for key in ("floor_home_s", "floor_canvas_s", "floor_rss_mb"):
+                    figures[key] = sorted(f[key] for f in floors)[len(floors) // 2]
+                figures["home_over_floor_s"] = figures["home_s"] - figures["floor_home_s"]
+                say(f"floor (bare Streamlit pages, cold servers, median of {HOME_RUNS}): title + metric shown "
+                    f"{figures['floor_home_s']:.2f} s, the canvas alone shown {figures['floor_canvas_s']:.2f} s "
+                    f"(server RSS then {figures['floor_rss_mb']:.0f} MiB); Home is {figures['home_over_floor_s']:+.2f} s "
+                    f"over its floor")
+
                 # 2-5 on another cold server, kept to the end.
                 server = start_server(free_port(), env, timeout=120, log_path=logs / "server.log")
                 try:
                     context, page = new_page(browser)
                     first = measure_first_prediction(server, page)
                     figures.update(first)
+                    figures["first_canvas_over_floor_s"] = first["first_canvas_s"] - figures["floor_canvas_s"]
                     say(f"first prediction: server start -> {FIRST_DIGIT} drawn -> answer shown "
                         f"{first['first_prediction_s']:.2f} s ({first['first_stroke_to_prediction_s']:.2f} s of it "
-                        f"from the end of the stroke; canvas shown after {first['first_canvas_s']:.2f} s; "
+                        f"from the end of the stroke; canvas shown after {first['first_canvas_s']:.2f} s, "
+                        f"{figures['first_canvas_over_floor_s']:+.2f} s over the bare canvas; "
                         f"read {first['first_digit_read']!r})")
 
                     # The reference: the same app with the canvas component's own delay after a stroke.
