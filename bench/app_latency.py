@@ -40,6 +40,9 @@ Figures (the last line of output is one JSON object with them):
     canvas keeps the component's own 200 ms delay after a stroke (``DIGITS_CANVAS_SEND_MS=shipped``),
     drawn on in turn with the first, digit by digit: ``stroke_shipped_canvas_p50_ms`` (and ``_p90_ms``)
     and ``stroke_speedup_vs_shipped_canvas`` (its p50 / this app's p50).
+``rss_reading_mb_1``, ``rss_reading_mb_10``
+    Issue 16's memory: resident memory (MiB) of a fresh server once 1, then 10, sessions each drew a
+    digit on /Draw, read a PNG on /Upload and opened /Evaluate; no training run.
 ``rss_mb_1``, ``rss_mb_10``
     Resident memory (MiB) of the server process and all its children (/proc), with 1 open session
     and with 10 (9 more browser contexts), while a training run (started from the Train page by the
@@ -71,8 +74,10 @@ Figures (the last line of output is one JSON object with them):
     are identical (if not, the overhead is null).
     On this machine the browser runs on the same CPUs as the server: ``train_page_browser_cpu_s``
     is the CPU seconds Chromium, Playwright's driver and this script used during a page run (mean),
-    a cost a real visitor's browser would not put on the server. ``train_page_server_cpu_s`` is the
-    server's CPU seconds over a page run (mean): training plus the live panel's redraws.
+    a cost a real visitor's browser would not put on the server; the Dask scheduler and worker that
+    this script starts are left out (before 2026-12-06 they were counted, and the 7-8 s reported then
+    were mostly the training worker's). ``train_page_server_cpu_s`` is the server's CPU seconds over a
+    page run (mean): the live panel's redraws (training runs on the worker).
 
 The machine is a shared 2-core CPU: absolute times move with its load (printed). Needs Playwright
 for Python and /usr/bin/chromium; never downloads a browser. Every server it starts is stopped at
@@ -397,21 +402,48 @@ def workers_rss_mb(cluster) -> float:
     return sum(process_tree_rss_mb(proc.pid) for proc in cluster.workers if proc.poll() is None)
 
 
+def more_reading_sessions(browser, url: str, count: int, contexts: list) -> int:
+    """``count`` new sessions, each drawing a digit on /Draw, then using /Upload and /Evaluate; their
+    contexts are appended to ``contexts`` (kept open: the server keeps their sessions). Returns how
+    many showed all three answers."""
+    answered = 0
+    for _ in range(count):
+        ctx, pg = new_page(browser)
+        contexts.append(ctx)
+        open_draw_page(pg, url)
+        timed_digit(pg, 1)
+        settle(pg)
+        answered += use_reading_pages(pg, url)
+    return answered
+
+
+def measure_reading_memory(browser, env: dict, logs: Path) -> dict:
+    """Issue 16's memory: a fresh server whose 1, then 10, sessions used the reading pages alone."""
+    server = start_server(free_port(), env, timeout=120, log_path=logs / "reading-server.log")
+    contexts: list = []
+    try:
+        more_reading_sessions(browser, server.url, 1, contexts)
+        time.sleep(1.0)
+        rss_1 = process_tree_rss_mb(server.pid)
+        more_reading_sessions(browser, server.url, EXTRA_SESSIONS, contexts)
+        time.sleep(1.0)
+        return {"rss_reading_mb_1": rss_1, "rss_reading_mb_10": process_tree_rss_mb(server.pid),
+                "rss_reading_tensorflow": tensorflow_loaded(server.pid)}
+    finally:
+        for ctx in contexts:
+            ctx.close()
+        server.stop()
+
+
 def measure_memory(browser, server, page, cluster) -> dict:
     answered = int(use_reading_pages(page, server.url))
     train_context, train_page_ = new_page(browser)
     start_long_run(train_page_, server.url)
     time.sleep(1.0)
     rss_1 = process_tree_rss_mb(server.pid)
-    extra = []
+    extra: list = []
     try:
-        for _ in range(EXTRA_SESSIONS):
-            ctx, pg = new_page(browser)
-            extra.append(ctx)
-            open_draw_page(pg, server.url)
-            timed_digit(pg, 1)
-            settle(pg)
-            answered += use_reading_pages(pg, server.url)
+        answered += more_reading_sessions(browser, server.url, EXTRA_SESSIONS, extra)
         time.sleep(1.0)
         rss_10 = process_tree_rss_mb(server.pid)
         workers = workers_rss_mb(cluster)
@@ -464,8 +496,10 @@ _SAVED_AS_JS = """(known) => {
 }"""
 
 
-def train_page(browser, server, models_dir: Path) -> dict:
-    """One run from the Train page (new session), the page kept open until it finishes."""
+def train_page(browser, server, models_dir: Path, cluster) -> dict:
+    """One run from the Train page (new session), the page kept open until it finishes. The browser's CPU
+    is this process' tree without the server and the Dask cluster (which this script started)."""
+    harness_skip = (server.pid, cluster.scheduler.pid, *(w.pid for w in cluster.workers))
     known = sorted(p.stem for p in models_dir.glob("*.json"))
     context, page = new_page(browser)
     try:
@@ -480,9 +514,9 @@ def train_page(browser, server, models_dir: Path) -> dict:
         t_submit = time.perf_counter()
         page.wait_for_function(_CHART_POINTS_JS, polling=100, timeout=COLD_TIMEOUT_MS)
         first_point = time.perf_counter() - t_submit
-        browser_cpu0, server_cpu0 = process_tree_cpu_s(os.getpid(), skip=(server.pid,)), process_tree_cpu_s(server.pid)
+        browser_cpu0, server_cpu0 = process_tree_cpu_s(os.getpid(), skip=harness_skip), process_tree_cpu_s(server.pid)
         name = page.wait_for_function(_SAVED_AS_JS, arg=known, polling=250, timeout=1_200_000).json_value()
-        browser_cpu = process_tree_cpu_s(os.getpid(), skip=(server.pid,)) - browser_cpu0
+        browser_cpu = process_tree_cpu_s(os.getpid(), skip=harness_skip) - browser_cpu0
         server_cpu = process_tree_cpu_s(server.pid) - server_cpu0
         settle(page, 300)
         shown = metric_value(page, "Training time").inner_text()
@@ -502,7 +536,7 @@ def _steal_ticks() -> int:
         return 0
 
 
-def measure_training(browser, server, workdir: Path, models_dir: Path, pairs: int = TRAIN_PAIRS) -> dict:
+def measure_training(browser, server, cluster, workdir: Path, models_dir: Path, pairs: int = TRAIN_PAIRS) -> dict:
     scheduler = server.env["DIGITS_DASK_SCHEDULER"]
     # Pairs alternate CLI-page, page-CLI, ... so a drift of the machine's load hits both sides alike.
     order = [kind for i in range(pairs) for kind in (("cli", "page") if i % 2 == 0 else ("page", "cli"))]
@@ -510,7 +544,7 @@ def measure_training(browser, server, workdir: Path, models_dir: Path, pairs: in
     runs = []
     for i, kind in enumerate(order):
         steal0, t0 = _steal_ticks(), time.perf_counter()
-        run = train_cli(workdir, str(i), scheduler) if kind == "cli" else train_page(browser, server, models_dir)
+        run = train_cli(workdir, str(i), scheduler) if kind == "cli" else train_page(browser, server, models_dir, cluster)
         run["kind"] = kind
         run["steal_cores"] = (_steal_ticks() - steal0) / os.sysconf("SC_CLK_TCK") / (time.perf_counter() - t0)
         runs.append(run)
@@ -600,6 +634,13 @@ def main(argv: list[str] | None = None) -> None:
                     f"(server RSS then {figures['floor_rss_mb']:.0f} MiB); Home is {figures['home_over_floor_s']:+.2f} s "
                     f"over its floor")
 
+                reading = measure_reading_memory(browser, env, logs)
+                figures.update(reading)
+                say(f"server memory (RSS), the reading pages alone (Draw, Upload, Evaluate; no run): "
+                    f"{reading['rss_reading_mb_1']:.0f} MiB with 1 session, {reading['rss_reading_mb_10']:.0f} MiB "
+                    f"with {1 + EXTRA_SESSIONS} [goal <= {GOAL_RSS_MB:.0f}] (the bare canvas: "
+                    f"{figures['floor_rss_mb']:.0f} MiB)")
+
                 # 2-5 on another cold server, kept to the end.
                 server = start_server(free_port(), env, timeout=120, log_path=logs / "server.log")
                 try:
@@ -646,7 +687,7 @@ def main(argv: list[str] | None = None) -> None:
                     context.close()
 
                     if args.train_pairs > 0:
-                        figures.update(measure_training(browser, server, workdir, models_dir, args.train_pairs))
+                        figures.update(measure_training(browser, server, cluster, workdir, models_dir, args.train_pairs))
                 finally:
                     server.stop()
             finally:
@@ -667,6 +708,8 @@ def main(argv: list[str] | None = None) -> None:
         "home_imports_tensorflow": not figures["home_imports_tensorflow"],
         "first_prediction_s": figures["first_prediction_s"] <= GOAL_FIRST_PREDICTION_S,
         "stroke_to_prediction_p50_ms": figures["stroke_to_prediction_p50_ms"] <= GOAL_STROKE_P50_MS,
+        "rss_reading_mb_1": figures["rss_reading_mb_1"] <= GOAL_RSS_MB,
+        "rss_reading_mb_10": figures["rss_reading_mb_10"] <= GOAL_RSS_MB,
         "rss_mb_1": figures["rss_mb_1"] <= GOAL_RSS_MB, "rss_mb_10": figures["rss_mb_10"] <= GOAL_RSS_MB,
         "train_page_overhead": None if overhead is None else overhead <= GOAL_TRAIN_OVERHEAD,
         "submit_to_first_point_s": (figures["submit_to_first_point_s"] <= GOAL_FIRST_POINT_S
