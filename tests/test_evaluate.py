@@ -4,8 +4,6 @@ and the Evaluate page (AppTest)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from core.report.evaluate import (
     Evaluation, confusion_heatmap, confusion_matrix, evaluate, evaluation_from_probabilities, per_class_bars,
     precision_recall_f1,
 )
+from tests.test_pages import run_fresh_interpreter
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "4_Evaluate.py")
@@ -257,8 +256,6 @@ def test_evaluating_the_test_set_keeps_the_server_small():
         "ev = evaluate(p, x, y)\n"
         "print(f'GROWTH={rss() - before:.1f} ACC={ev.accuracy}')\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr[-3000:]
-    figures = dict(kv.split("=") for kv in out.stdout.split())
+    figures = dict(kv.split("=") for kv in run_fresh_interpreter(code, timeout=120).split())
     assert float(figures["ACC"]) >= 0.99
     assert float(figures["GROWTH"]) < 30, figures

@@ -149,7 +149,7 @@ def evaluation_from_probabilities(probs: np.ndarray, y_true: np.ndarray) -> Eval
 
 
 def evaluate(predictor, x_test: np.ndarray, y_test: np.ndarray) -> Evaluation:
-    """Evaluate a model on labelled images with one batched pass.
+    """Evaluate a model on labelled images, `core.serving.runtime.BATCH` images per model call.
 
     Args:
         predictor: a `core.serving.predict.Predictor`.
