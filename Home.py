@@ -3,7 +3,7 @@
 import streamlit as st
 
 from ui.downloads import model_downloads
-from ui.messages import markdown_table
+from ui.messages import show_table
 from ui.models import default_name, family_label, listing, model_summary, store, training_summary
 from ui.page import page_exists, start_page
 from ui.train_form import train_again_link
@@ -62,7 +62,7 @@ if not models.entries:
 # the GIL while the browser's first requests wait) would delay the whole page for a list of a few
 # models (bench/app_latency.py, home_s).
 default = default_name(models)
-st.markdown(markdown_table(
+show_table(
     [{"model": f"**{e.name}**",
       "type": family_label(e.info),
       "params": e.info.params,
@@ -75,7 +75,7 @@ st.markdown(markdown_table(
      "trained": "Trained", "status": ""},
     formats={"params": "{:,}", "accuracy": "{:.2%}", "train s": "{:.0f} s"},
     right=("params", "accuracy", "train s"),
-))
+)
 st.caption("Test accuracy: on the 10,000 MNIST test images. ✓ in use: the model your pages use (sidebar); "
            "★ the server's default model.")
 
@@ -95,9 +95,9 @@ for e in models.entries:
         layers = e.info.layers
         if layers:
             st.markdown("**Layers**")
-            st.markdown(markdown_table(
+            show_table(
                 layers, {key: key.capitalize() for key in layers[0]}, formats={"parameters": "{:,}"},
-                right=("parameters",)))
+                right=("parameters",))
         history = e.info.history
         # Drawn on request: a Plotly chart per model, even in a closed expander, delays the whole
         # Home page (bench/app_latency.py, home_s).

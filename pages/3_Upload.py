@@ -12,7 +12,7 @@ from core.reading.preprocess import decode_image
 from ui.corrections import correction_form
 from ui.models import require_model, require_predictor
 from ui.page import start_page
-from ui.views import digit_tiles, model_view, not_a_digit_warning, why_caption, why_image
+from ui.views import digit_metric, digit_tiles, model_view, not_a_digit_warning, why_caption, why_image
 
 TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 MAX_DETAILED = 30  # per-file cards drawn; the table covers every file
@@ -127,7 +127,7 @@ def digit_card(i: int, name: str, image, res) -> None:
         return
     seen.image(model_view(res.image, SEEN_PX), caption="What the model sees")
     why_image(predictor, res.image, res.digit, why, SEEN_PX)
-    numbers.metric("Predicted digit", str(res.digit))
+    digit_metric(numbers, res)
     numbers.metric("Confidence", f"{res.confidence:.1%}")
     with chart:
         st.plotly_chart(probability_bar(res.probabilities, title=None, height=220), width="stretch",

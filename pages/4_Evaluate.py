@@ -43,7 +43,7 @@ except (DataError, OSError, ValueError) as exc:
 # --- summary ---------------------------------------------------------------------------------------
 acc_col, wrong_col, family_col, params_col = st.columns(4)
 acc_col.metric("Test accuracy", f"{ev.accuracy:.2%}", help="Share of the 10,000 MNIST test images read correctly.")
-wrong_col.metric("Mistakes", f"{len(ev.mistakes):,} of {ev.count:,}")
+wrong_col.metric(f"Mistakes of {ev.count:,}", f"{len(ev.mistakes):,}")
 family_col.metric("Architecture", family_label(entry.info))
 params_col.metric("Parameters", f"{entry.info.params:,}" if entry.info.params is not None else "?")
 top = ev.top_confusions(5)

@@ -6,7 +6,7 @@ import streamlit as st
 from core.report.charts import COMPARE_X, compare_figure, compare_points
 from core.storage.info import ModelInfo
 from core.storage.store import Entry
-from ui.messages import markdown_table
+from ui.messages import show_table
 from ui.models import family_label, listing, require_model
 from ui.page import start_page
 
@@ -80,8 +80,11 @@ def learning_rate_cell(hp: dict) -> str | None:
 # --- the curves ------------------------------------------------------------------------------------
 runs = [(e.name, e.info.history) for e in entries]
 st.plotly_chart(compare_figure(runs, x), width="stretch", key="compare_curves")
-st.caption("Solid: training; dotted: validation (where the run held images out). Loss is the cross-entropy. "
-           "Click a model in the legend to hide its curves.")
+smoothed = [e.name for e in entries if e.info.hyperparameters.get("label_smoothing")]
+st.caption("Solid: training; dotted: validation (where the run held images out). Loss is the cross-entropy"
+           + (f"; {', '.join(smoothed)} trained with label smoothing, which keeps its loss well above 0 even "
+              "when it reads almost every image right, so compare accuracy across runs" if smoothed else "")
+           + ". Click a model in the legend to hide its curves.")
 missing = [name for name, history in runs if not compare_points(history, x)]
 if missing:
     what = "no curves recorded" if x == "epoch" else "no training times recorded"
@@ -110,10 +113,10 @@ columns = {"model": "Model", "architecture": "Architecture", "params": "Paramete
            "images": "Training images", "augment": "Augmentation", "base": "Fine-tuned from"}
 if not any(row["base"] for row in rows):
     del columns["base"]  # no fine-tuned model picked: the table stays narrow enough for the page
-st.markdown(markdown_table(
+show_table(
     rows, columns,
     formats={"params": "{:,}", "accuracy": "{:.2%}", "seconds": "{:.0f} s", "batch": "{:,}"},
     right=("params", "accuracy", "seconds", "batch"),
-))
+)
 st.caption("Test accuracy: on the 10,000 MNIST test images, as recorded when each model was saved. "
            "Training images include the share held out for validation.")

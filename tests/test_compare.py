@@ -146,10 +146,11 @@ def compare_page() -> AppTest:
 
 def table_rows(at: AppTest) -> dict[str, list[str]]:
     """The settings table's rows: model cell -> all cells."""
-    table = next(m.value for m in at.markdown if m.value.startswith("| Model |"))
-    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    table = next(m.value for m in at.markdown if "| Model |" in m.value)
+    lines = [line for line in table.splitlines() if line.startswith("|")]  # inside show_table's box
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
-    for line in table.splitlines()[2:]:
+    for line in lines[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert len(cells) == len(header), line
         rows[cells[0]] = dict(zip(header, cells))

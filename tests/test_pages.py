@@ -360,8 +360,9 @@ def test_home_shows_active_model_and_store(app_env):
     assert metric(at, "Architecture") == "MLP"
     assert metric(at, "Test accuracy").endswith("%")
     assert len(at.dataframe) == 0  # a Markdown table: Home loads neither pandas nor the data grid
-    table = next(m.value for m in at.markdown if m.value.startswith("| Model |"))
-    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    table = next(m.value for m in at.markdown if "| Model |" in m.value)
+    lines = [line for line in table.splitlines() if line.startswith("|")]  # inside show_table's box
+    rows = {line.split("|")[1].strip(): line for line in lines[2:]}
     assert set(rows) == {"**test-mlp**", "**test-mlp-copy**"}
     assert "✓ in use" in rows["**test-mlp**"] and "✓" not in rows["**test-mlp-copy**"]
     assert [e.label for e in at.expander] == ["test-mlp — details", "test-mlp-copy — details"]
@@ -382,6 +383,9 @@ def test_markdown_table_formats_aligns_and_escapes():
         "| a\\|b | 1,234,567 | 99.61% | two lines |",
         "| c |  | ? |  |",
     ]
+    # The page shows tables with HTML allowed (`show_table`'s scrolling box): a cell's markup is text.
+    hostile = markdown_table([{"name": "<img src=x onerror=alert(1)> & co"}], {"name": "<b>Name</b>"})
+    assert hostile.splitlines()[::2] == ["| &lt;b&gt;Name&lt;/b&gt; |", "| &lt;img src=x onerror=alert(1)&gt; &amp; co |"]
 
 
 def test_model_choice_is_per_session_and_followed_by_every_page(two_readers_env):

@@ -23,7 +23,7 @@ def _save_correction(image28, predicted: int | None, source: str, model_name: st
         return
     st.session_state[label_key] = None
     st.session_state[flash_key] = ("success", f"Saved correction #{new_id}: this is a {int(label)}. "
-                                              "It can be reviewed and used for fine-tuning on the Train page.")
+                                              "It can be reviewed and used for fine-tuning on the Corrections page.")
 
 
 def correction_form(targets: list[tuple[str, object, int | None]], *, source: str, model_name: str,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import streamlit as st
 
 
@@ -23,7 +25,7 @@ def markdown_table(rows: list[dict], columns: dict[str, str], *, formats: dict[s
         right, center: keys of the columns aligned right or centred (others: left).
 
     Returns:
-        The table's Markdown (``|`` and line breaks in cells are escaped).
+        The table's Markdown (``|``, line breaks and HTML's ``<``, ``>`` and ``&`` in cells are escaped).
     """
     formats = formats or {}
 
@@ -36,10 +38,18 @@ def markdown_table(rows: list[dict], columns: dict[str, str], *, formats: dict[s
                 text = formats[key].format(value)
             except (TypeError, ValueError):
                 pass
-        return text.replace("|", "\\|").replace("\n", " ")
+        return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
     align = {key: "---:" if key in right else ":---:" if key in center else "---" for key in columns}
-    lines = ["| " + " | ".join(header.replace("|", "\\|") for header in columns.values()) + " |",
+    lines = ["| " + " | ".join(html.escape(header, quote=False).replace("|", "\\|") for header in columns.values()) + " |",
              "| " + " | ".join(align[key] for key in columns) + " |"]
     lines += ["| " + " | ".join(cell(key, row.get(key)) for key in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def show_table(rows: list[dict], columns: dict[str, str], **options) -> None:
+    """`markdown_table` on the page, in a box that scrolls sideways where the table is wider than the
+    page (a phone, a long row of settings) instead of running off the screen. The box is the one piece
+    of HTML; every cell's text is escaped by `markdown_table`."""
+    table = markdown_table(rows, columns, **options)
+    st.markdown(f'<div style="overflow-x: auto">\n\n{table}\n\n</div>', unsafe_allow_html=True)

@@ -16,7 +16,7 @@ import streamlit as st
 from core.report.charts import history_figure
 from core.learning.architecture import describe as describe_stack
 from core.learning.runs import NotOwner, RunBoard, RunError, RunSnapshot
-from ui.messages import markdown_table
+from ui.messages import show_table
 from ui.models import use_model_button
 
 OWNER_PARAM = "owner"  # the URL's query parameter that carries the visitor's owner token
@@ -234,17 +234,16 @@ def queue_panel(owner: str) -> None:
     st.caption(f"{workers} training worker{'s' if workers != 1 else ''}, one run each at a time; the others wait "
                "in order. Everyone's runs are listed; only the visitor who started a run can stop or cancel it.")
     if active:
-        st.markdown(markdown_table(active, {"who": "Started by", "what": "Run", "state": "State", "epochs": "Epochs",
-                                            "progress": "Progress", "starts or ends in": "Starts / ends in"},
-                                   right=("epochs",)))
+        show_table(active, {"who": "Started by", "what": "Run", "state": "State", "epochs": "Epochs",
+                            "progress": "Progress", "starts or ends in": "Starts / ends in"}, right=("epochs",))
     else:
         st.caption("The workers are free: a run starts as soon as it is submitted.")
     ended = [r for r in all_runs if not r.active and r.model_name]
     if ended:
         st.markdown("**Finished recently** (every model is in the store, with its curves, for everyone: "
                     "pick one in the sidebar)")
-        st.markdown(markdown_table(
+        show_table(
             [{"model": r.model_name, "who": "you" if r.owned_by(owner) else "another visitor",
               "accuracy": r.test_accuracy, "time": duration(r.train_seconds)} for r in ended],
             {"model": "Model", "who": "Started by", "accuracy": "Test accuracy", "time": "Training time"},
-            formats={"accuracy": "{:.2%}"}, right=("accuracy", "time")))
+            formats={"accuracy": "{:.2%}"}, right=("accuracy", "time"))

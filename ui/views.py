@@ -19,6 +19,14 @@ def not_a_digit_warning(container=None) -> None:
     (container or st).warning(NOT_A_DIGIT, icon=":material/help:")
 
 
+def digit_metric(container, prediction) -> None:
+    """The "Predicted digit" metric; under it, when the detector flagged the image, "nearest guess"
+    (the model must answer 0-9 even for a dot or a drawing, so a high confidence alone misleads)."""
+    flagged = not prediction.is_digit
+    container.metric("Predicted digit", str(prediction.digit), delta="nearest guess" if flagged else None,
+                     delta_color="off", delta_arrow="off")
+
+
 def model_view(x28, size_px: int = 168):
     """The (28, 28) float image in [0, 1] the model saw, upscaled with nearest-neighbour (crisp pixels):
     light ink on black as the model sees it in the dark theme, dark ink on white in the light theme."""

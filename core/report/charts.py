@@ -150,7 +150,9 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
         legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
         xaxis=dict(x_axis, domain=[0.0, 0.44], anchor="y"), xaxis2=dict(x_axis, domain=[0.56, 1.0], anchor="y2"),
         yaxis=dict(title=dict(text="Cross-entropy"), gridcolor=GRID, rangemode="tozero", anchor="x"),
-        yaxis2=dict(title=dict(text="Accuracy"), gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
+        # No axis title on the right: the subplot's own title names it, and an axis title there
+        # would sit inside the loss plot (the gap between the two is narrow on a phone).
+        yaxis2=dict(gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
     ))
 
 
@@ -381,5 +383,7 @@ def compare_figure(runs: Sequence[tuple[str, dict]], x: str = "epoch", *, height
         legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
         xaxis=dict(x_axis, domain=[0.0, 0.44], anchor="y"), xaxis2=dict(x_axis, domain=[0.56, 1.0], anchor="y2"),
         yaxis=dict(title=dict(text="Cross-entropy"), gridcolor=GRID, rangemode="tozero", anchor="x"),
-        yaxis2=dict(title=dict(text="Accuracy"), gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
+        # No axis title on the right: the subplot's own title names it, and an axis title there
+        # would sit inside the loss plot (the gap between the two is narrow on a phone).
+        yaxis2=dict(gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
     ))

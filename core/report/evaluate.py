@@ -216,20 +216,21 @@ def confusion_heatmap(cm: np.ndarray | Sequence[Sequence[int]], *, title: str | 
         # Empty cells stay blank so the few mistakes stand out.
         text=[[str(v) if v else "" for v in row] for row in counts.tolist()],
         customdata=np.stack([counts, share], axis=-1).tolist(),
-        texttemplate="%{text}", textfont=dict(size=12), colorscale=HEATMAP_SCALE, zmin=0, zmax=math.log10(1 + top),
+        texttemplate="%{text}", textfont=dict(size=11), colorscale=HEATMAP_SCALE, zmin=0, zmax=math.log10(1 + top),
         xgap=1, ygap=1,
-        colorbar=dict(title=dict(text="Images", side="right"), tickvals=[math.log10(1 + v) for v in ticks],
-                      ticktext=[f"{v:,}" for v in ticks], thickness=12),
+        # The colour bar lies under the matrix, leaving its width to the cells (four-digit counts fit).
+        colorbar=dict(title=dict(text="Images", side="top"), tickvals=[math.log10(1 + v) for v in ticks],
+                      ticktext=[f"{v:,}" for v in ticks], thickness=10, orientation="h", y=-0.28, yanchor="top",
+                      len=0.6),
         hovertemplate=("true %{y}, predicted %{x}: %{customdata[0]:,} images "
                        "(%{customdata[1]:.1%} of the %{y}s)<extra></extra>"),
     ))
     fig.update_layout(
-        height=height, margin=dict(MARGIN, t=40 if title else 8), font=FONT,
+        height=height, margin=dict(MARGIN, t=40 if title else 8, b=70), font=FONT,
         title=dict(text=title, x=0, xanchor="left", font=dict(size=15)) if title else None,
     )
     fig.update_xaxes(title_text="Predicted digit", type="category", side="bottom", showgrid=False)
-    fig.update_yaxes(title_text="True digit", type="category", autorange="reversed", showgrid=False,
-                     scaleanchor="x", constrain="domain")
+    fig.update_yaxes(title_text="True digit", type="category", autorange="reversed", showgrid=False)
     return fig
 
 

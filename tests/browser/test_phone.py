@@ -46,3 +46,23 @@ def test_a_finger_drawn_digit_is_read_and_the_answer_shows_without_scrolling(vis
         assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= PIXEL_7["height"], (label, box)
     assert metric_value(page, "Confidence").inner_text().strip().endswith("%")
     screenshot(page, "phone-draw")
+
+
+_WIDTHS_JS = """() => { const table = document.querySelector('[data-testid="stMain"] table');
+  const box = table && table.closest('div[style*="overflow-x"]');
+  const main = document.querySelector('[data-testid="stMain"]');
+  return box ? [table.offsetWidth, box.clientWidth, box.scrollWidth, main.scrollWidth] : null; }"""
+
+
+def test_a_wide_table_scrolls_in_its_own_box_and_the_page_stays_on_screen(visitors, app_url):
+    # Home's table of models is wider than a phone: it scrolls sideways in its box (ui.messages.show_table);
+    # the page itself does not, so nothing else is pushed off the screen.
+    page = visitors("phone-home", viewport=PIXEL_7, has_touch=True, is_mobile=True)
+    page.goto(app_url)
+    page.locator('[data-testid="stMain"] table').first.wait_for(timeout=COLD_TIMEOUT_MS)
+    wait_idle(page, 800, COLD_TIMEOUT_MS)
+    widths = page.evaluate(_WIDTHS_JS)
+    assert widths is not None, "the table is not in a scrolling box"
+    table, box, scroll, main = widths
+    assert table > box and scroll > box, widths  # wider than the phone: the box scrolls
+    assert box <= PIXEL_7["width"] and main <= PIXEL_7["width"], widths  # without the box, the main area grows as wide as the table
