@@ -69,6 +69,13 @@ def test_history_figure_draws_training_per_batch_and_validation_per_epoch():
     assert sorted(s.x0 for s in fig.layout.shapes) == [50, 50, 100, 100]
 
 
+def test_history_figure_of_a_long_run_has_no_epoch_lines_and_small_markers():
+    # 30 epochs (the shipped model): 29 lines would hatch both plots, big markers hide the training line.
+    fig = history_figure(*_history(epochs=30, batches=20))
+    assert not fig.layout.shapes
+    assert fig.data[1].marker.size < history_figure(*_history()).data[1].marker.size
+
+
 def test_history_figure_thins_long_runs_but_keeps_the_last_step():
     batches, epochs = _history(epochs=2, batches=2000)
     fig = history_figure(batches, epochs, max_points=500)

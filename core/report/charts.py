@@ -29,6 +29,7 @@ GRID = "rgba(128, 128, 128, 0.25)"
 BOUNDARY = "rgba(128, 128, 128, 0.6)"
 FONT = dict(family="sans-serif", size=13)
 MARGIN = dict(l=8, r=8, t=36, b=8)
+LONG_RUN_EPOCHS = 12  # more epochs than this: `history_figure` draws no epoch lines and small validation markers
 
 
 def _base_layout(fig: go.Figure, *, height: int, title: str | None = None) -> go.Figure:
@@ -109,13 +110,17 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
     Returns:
         A two-column figure ("Loss", "Accuracy"); x is the training step. Traces, in order:
         training loss, validation loss, training accuracy, validation accuracy (validation traces
-        only when there are validation values). Dotted vertical lines mark epoch ends.
+        only when there are validation values). Dotted vertical lines mark epoch ends (runs of up to
+        `LONG_RUN_EPOCHS` epochs).
     """
     # Built as one plain specification and validated once: plotly's make_subplots/update_* calls
     # validate at every step, and the live Train page redraws this figure every second.
     rows = _thin(sorted(batches, key=lambda r: r["step"]), max_points)
     steps = [int(r["step"]) for r in rows]
     val_rows = [r for r in epochs if r.get("val_loss") is not None]
+    # A long run (the shipped model's 30 epochs): small validation markers, so the training line
+    # stays visible between them, and no epoch lines, which would hatch the whole plot.
+    long_run = len(epochs) > LONG_RUN_EPOCHS
     traces = []
     for col, key, fmt in ((1, "loss", ".4f"), (2, "accuracy", ".2%")):
         axes = dict(xaxis="x" if col == 1 else "x2", yaxis="y" if col == 1 else "y2")
@@ -128,7 +133,7 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
             traces.append(dict(
                 type="scatter", x=[int(r["step"]) for r in val_rows], y=_values(val_rows, f"val_{key}"),
                 mode="lines+markers", name="Validation (per epoch)", line=dict(color=VALIDATION, width=2, dash="dot"),
-                marker=dict(size=9, color=VALIDATION, line=dict(color="white", width=1.5)),
+                marker=dict(size=5 if long_run else 9, color=VALIDATION, line=dict(color="white", width=1.5)),
                 legendgroup="val", showlegend=col == 1,
                 hovertemplate=f"epoch %{{customdata}}<br>validation {key} %{{y:{fmt}}}<extra></extra>",
                 customdata=[int(r["epoch"]) for r in val_rows], **axes,
@@ -137,7 +142,8 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
     # Epoch ends inside the run, dotted, on both subplots.
     boundary = dict(type="line", y0=0, y1=1, line=dict(color=BOUNDARY, width=1, dash="dot"))
     shapes = [boundary | dict(x0=int(r["step"]), x1=int(r["step"]), xref=xref, yref=f"{yref} domain")
-              for r in epochs if 0 < int(r["step"]) < last_step for xref, yref in (("x", "y"), ("x2", "y2"))]
+              for r in epochs if 0 < int(r["step"]) < last_step and not long_run
+              for xref, yref in (("x", "y"), ("x2", "y2"))]
     accuracies = [v for v in _values(rows, "accuracy") + _values(val_rows, "val_accuracy") if v is not None]
     # Whole percents repeat on a narrow range (a fine-tuning run moves between 98% and 100%).
     narrow = bool(accuracies) and max(accuracies) - min(accuracies) < 0.05
