@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.report.charts import COMPARE_COLORS, compare_figure, compare_points
+from tests.test_pages import table_lines
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60  # AppTest's default is 3 s; the machine is shared
@@ -147,7 +148,7 @@ def compare_page() -> AppTest:
 def table_rows(at: AppTest) -> dict[str, list[str]]:
     """The settings table's rows: model cell -> all cells."""
     table = next(m.value for m in at.markdown if "| Model |" in m.value)
-    lines = [line for line in table.splitlines() if line.startswith("|")]  # inside show_table's box
+    lines = table_lines(table)
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {}
     for line in lines[2:]:

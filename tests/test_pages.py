@@ -361,13 +361,17 @@ def test_home_shows_active_model_and_store(app_env):
     assert metric(at, "Test accuracy").endswith("%")
     assert len(at.dataframe) == 0  # a Markdown table: Home loads neither pandas nor the data grid
     table = next(m.value for m in at.markdown if "| Model |" in m.value)
-    lines = [line for line in table.splitlines() if line.startswith("|")]  # inside show_table's box
-    rows = {line.split("|")[1].strip(): line for line in lines[2:]}
+    rows = {line.split("|")[1].strip(): line for line in table_lines(table)[2:]}
     assert set(rows) == {"**test-mlp**", "**test-mlp-copy**"}
     assert "✓ in use" in rows["**test-mlp**"] and "✓" not in rows["**test-mlp-copy**"]
     assert [e.label for e in at.expander] == ["test-mlp — details", "test-mlp-copy — details"]
     assert sorted(b.proto.label for b in at.get("download_button")) == [
         "Download test-mlp-copy.keras", "Download test-mlp-copy.onnx", "Download test-mlp.keras", "Download test-mlp.onnx"]
+
+
+def table_lines(markdown: str) -> list[str]:
+    """The lines of a Markdown table shown by `ui.messages.show_table` (inside its scrolling box)."""
+    return [line for line in markdown.splitlines() if line.startswith("|")]
 
 
 def test_markdown_table_formats_aligns_and_escapes():

@@ -29,6 +29,9 @@ def markdown_table(rows: list[dict], columns: dict[str, str], *, formats: dict[s
     """
     formats = formats or {}
 
+    def escaped(text: str) -> str:
+        return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+
     def cell(key: str, value) -> str:
         if value is None:
             return ""
@@ -38,10 +41,10 @@ def markdown_table(rows: list[dict], columns: dict[str, str], *, formats: dict[s
                 text = formats[key].format(value)
             except (TypeError, ValueError):
                 pass
-        return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
+        return escaped(text)
 
     align = {key: "---:" if key in right else ":---:" if key in center else "---" for key in columns}
-    lines = ["| " + " | ".join(html.escape(header, quote=False).replace("|", "\\|") for header in columns.values()) + " |",
+    lines = ["| " + " | ".join(escaped(header) for header in columns.values()) + " |",
              "| " + " | ".join(align[key] for key in columns) + " |"]
     lines += ["| " + " | ".join(cell(key, row.get(key)) for key in columns) + " |" for row in rows]
     return "\n".join(lines)

@@ -95,6 +95,23 @@ def _values(rows: list[dict], key: str) -> list[float | None]:
     return out
 
 
+def _loss_accuracy_layout(x_axis: dict, narrow: bool, height: int) -> dict:
+    """The layout of a loss plot (left) beside an accuracy plot (right), both over ``x_axis``; whole
+    percents unless ``narrow`` (accuracies within 5 points), for `history_figure` and `compare_figure`."""
+    titles = [dict(text=text, x=x, xref="paper", y=1.0, yref="paper", xanchor="center", yanchor="bottom",
+                   showarrow=False, font=dict(size=14)) for text, x in (("Loss", 0.22), ("Accuracy", 0.78))]
+    return dict(
+        height=height, font=FONT, hoverlabel=dict(font_size=12), annotations=titles, showlegend=True,
+        margin=dict(l=8, r=8, t=56, b=8),
+        legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
+        xaxis=dict(x_axis, domain=[0.0, 0.44], anchor="y"), xaxis2=dict(x_axis, domain=[0.56, 1.0], anchor="y2"),
+        yaxis=dict(title=dict(text="Cross-entropy"), gridcolor=GRID, rangemode="tozero", anchor="x"),
+        # No axis title on the right: the subplot's own title names it, and an axis title there
+        # would sit inside the loss plot (the gap between the two is narrow on a phone).
+        yaxis2=dict(gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
+    )
+
+
 def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int = 600,
                    height: int = 320) -> go.Figure:
     """Loss and accuracy curves of a training run, side by side.
@@ -148,18 +165,7 @@ def history_figure(batches: list[dict], epochs: list[dict], *, max_points: int =
     # Whole percents repeat on a narrow range (a fine-tuning run moves between 98% and 100%).
     narrow = bool(accuracies) and max(accuracies) - min(accuracies) < 0.05
     x_axis = dict(title=dict(text="Training step (batch)"), gridcolor=GRID, rangemode="tozero")
-    titles = [dict(text=text, x=x, xref="paper", y=1.0, yref="paper", xanchor="center", yanchor="bottom",
-                   showarrow=False, font=dict(size=14)) for text, x in (("Loss", 0.22), ("Accuracy", 0.78))]
-    return go.Figure(data=traces, layout=dict(
-        height=height, font=FONT, hoverlabel=dict(font_size=12), annotations=titles, shapes=shapes,
-        showlegend=True, margin=dict(l=8, r=8, t=56, b=8),
-        legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
-        xaxis=dict(x_axis, domain=[0.0, 0.44], anchor="y"), xaxis2=dict(x_axis, domain=[0.56, 1.0], anchor="y2"),
-        yaxis=dict(title=dict(text="Cross-entropy"), gridcolor=GRID, rangemode="tozero", anchor="x"),
-        # No axis title on the right: the subplot's own title names it, and an axis title there
-        # would sit inside the loss plot (the gap between the two is narrow on a phone).
-        yaxis2=dict(gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
-    ))
+    return go.Figure(data=traces, layout=_loss_accuracy_layout(x_axis, narrow, height) | dict(shapes=shapes))
 
 
 def class_distribution(counts: Sequence[int] | np.ndarray, *, title: str | None = "Images per digit",
@@ -381,15 +387,4 @@ def compare_figure(runs: Sequence[tuple[str, dict]], x: str = "epoch", *, height
     # One tick per epoch on a short run: Plotly would otherwise put ticks at 0.5, 1.5.
     short = x == "epoch" and all(t["x"][-1] <= 12 for t in traces)
     x_axis = dict(title=dict(text=COMPARE_X[x]), gridcolor=GRID, rangemode="tozero", **(dict(dtick=1) if short else {}))
-    titles = [dict(text=text, x=pos, xref="paper", y=1.0, yref="paper", xanchor="center", yanchor="bottom",
-                   showarrow=False, font=dict(size=14)) for text, pos in (("Loss", 0.22), ("Accuracy", 0.78))]
-    return go.Figure(data=traces, layout=dict(
-        height=height, font=FONT, hoverlabel=dict(font_size=12), annotations=titles, showlegend=True,
-        margin=dict(l=8, r=8, t=56, b=8),
-        legend=dict(orientation="h", yanchor="bottom", y=1.1, x=1, xanchor="right", font=dict(size=12)),
-        xaxis=dict(x_axis, domain=[0.0, 0.44], anchor="y"), xaxis2=dict(x_axis, domain=[0.56, 1.0], anchor="y2"),
-        yaxis=dict(title=dict(text="Cross-entropy"), gridcolor=GRID, rangemode="tozero", anchor="x"),
-        # No axis title on the right: the subplot's own title names it, and an axis title there
-        # would sit inside the loss plot (the gap between the two is narrow on a phone).
-        yaxis2=dict(gridcolor=GRID, tickformat=".1%" if narrow else ".0%", anchor="x2"),
-    ))
+    return go.Figure(data=traces, layout=_loss_accuracy_layout(x_axis, narrow, height))
