@@ -1044,6 +1044,32 @@ def test_finetune_on_corrections_queues_a_run_that_saves_a_model(app_env, train_
     assert at.session_state["model_name"] == new[0]
 
 
+def finetune_panel(after: float | None) -> None:
+    """The ended panel of a fine-tuning run that read ``after`` of its corrections right (AppTest script)."""
+    from core.learning.model import ModelSpec
+    from core.learning.runs import RunSnapshot
+    from core.learning.train import TrainConfig
+    from ui.runs import ended_panel
+
+    cfg = TrainConfig(spec=ModelSpec(family="mlp", hidden=(32,), filters=(), dropout=0.0, batch_norm=False),
+                      epochs=1, batch_size=128, train_size=3000, val_fraction=0.0, seed=0)
+    snap = RunSnapshot(id="r", owner="me", kind="finetune", config=cfg, state="finished", submitted_at=0.0,
+                       info={"corrections_accuracy_before": 0.0, "corrections_accuracy_after": after},
+                       model_name="mlp-finetuned-1", test_accuracy=0.97, train_seconds=3.0)
+    ended_panel(snap, "me", "panel")
+
+
+@pytest.mark.parametrize("after, hint", [(0.5, True), (1.0, False), (None, False)])
+def test_a_fine_tune_that_left_corrections_unlearned_says_why(after, hint):
+    at = AppTest.from_function(finetune_panel, args=(after,), default_timeout=30).run()
+    assert not at.exception, [e.message for e in at.exception]
+    assert metric(at, "Corrections read right, after") == ("–" if after is None else f"{after:.0%}")
+    shown = [c.value for c in at.caption if "still read the old way" in c.value]
+    assert bool(shown) == hint, texts(at.caption)
+    if hint:
+        assert shown[0].startswith("50% of the corrections") and "Corrections page" in shown[0]
+
+
 # --- share links ------------------------------------------------------------------------------------
 
 SHARED = {"arch": "mlp", "filters": "", "hidden": "64,32", "dropout": "0.3", "bn": "0", "epochs": "7", "batch": "64",

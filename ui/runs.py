@@ -160,6 +160,11 @@ def ended_panel(snap: RunSnapshot, owner: str, key: str) -> None:
             m3.metric("Corrections read right, after", f"{after:.0%}" if after is not None else "–",
                       help="The corrections are what it was fine-tuned on: this shows they were learned, not how "
                            "well new drawings will be read.")
+            if after is not None and after < 1.0:
+                st.caption(f"{1.0 - after:.0%} of the corrections are still read the old way. They were mixed "
+                           "with thousands of MNIST images so that the model keeps what it knew, and a correction "
+                           "whose label disagrees with its drawing, or a drawing unlike any digit, is outweighed "
+                           "by them. Check their labels on the Corrections page.")
         else:
             val = _last_val(snap)
             m2.metric("Validation accuracy", f"{val:.2%}" if val is not None else "–")
