@@ -9,7 +9,7 @@ from ui.corrections import correction_form
 from ui.messages import show_error
 from ui.models import require_model, require_predictor
 from ui.page import light_theme, start_page
-from ui.views import digit_metric, digit_tiles, model_view, not_a_digit_warning, why_caption, why_image
+from ui.views import answer_metrics, digit_tiles, not_a_digit_warning, seen_image, why_caption, why_image
 
 CANVAS_PX = 280
 # Room for a few digits side by side when "Several digits" is on (same height, same brush); the
@@ -48,10 +48,9 @@ def show_digit(predictor, image, answer) -> None:
         st.info(f"Nothing to read yet ({prediction.message}). Draw a digit on the canvas.", icon=":material/draw:")
         return
     digit_col, conf_col = answer.columns(2)
-    digit_metric(digit_col, prediction)
-    conf_col.metric("Confidence", f"{prediction.confidence:.1%}")
+    answer_metrics(digit_col, conf_col, prediction)
     seen_col, why_col = st.columns(2)
-    seen_col.image(model_view(prediction.image, SEEN_PX), caption="What the model sees (28×28)")
+    seen_image(seen_col, prediction.image, SEEN_PX)
     why_image(predictor, prediction.image, prediction.digit, why_col, SEEN_PX)
     if not prediction.is_digit:
         not_a_digit_warning()

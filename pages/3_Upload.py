@@ -5,6 +5,7 @@ import unicodedata
 
 import pandas as pd
 import streamlit as st
+from PIL import ImageOps
 
 from core.report.charts import boxed_digits, probability_bar
 from core.reading.segment import read_number
@@ -12,7 +13,9 @@ from core.reading.preprocess import decode_image
 from ui.corrections import correction_form
 from ui.models import require_model, require_predictor
 from ui.page import start_page
-from ui.views import digit_metric, digit_tiles, model_view, not_a_digit_warning, why_caption, why_image
+from ui.views import (
+    FRAME_RGB, answer_metrics, digit_tiles, not_a_digit_warning, seen_image, why_caption, why_image,
+)
 
 TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
 MAX_DETAILED = 30  # per-file cards drawn; the table covers every file
@@ -78,6 +81,11 @@ with st.spinner("Reading…"):
         results = [im if isinstance(im, Exception) else next(answers) for im in images]
 
 
+def sentence(message: str) -> str:
+    """A reading's message as a sentence: its first letter capitalised, the rest as written."""
+    return message[:1].upper() + message[1:]
+
+
 def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
@@ -85,14 +93,14 @@ def yes_no(flag: bool) -> str:
 rows = []
 for name, res in zip(names, results):
     if isinstance(res, Exception):
-        note, digit, confidence, is_digit = f"cannot be read: {res}", None, None, None
+        note, digit, confidence, is_digit = f"Cannot be read. {res}", None, None, None
     elif multi:
         found = bool(res.digits)
-        note, digit = res.message, res.number or None
+        note, digit = sentence(res.message), res.number or None
         confidence = min(d.confidence for d in res.digits) if found else None
         is_digit = yes_no(res.is_digit) if found else None
     elif res.digit is None:
-        note, digit, confidence, is_digit = res.message, None, None, None
+        note, digit, confidence, is_digit = sentence(res.message), None, None, None
     else:
         note, digit, confidence, is_digit = "", res.digit, res.confidence, yes_no(res.is_digit)
     rows.append({"file": name, "number" if multi else "digit": digit, "confidence": confidence,
@@ -114,21 +122,28 @@ if len(files) > 1:
                        mime="text/csv", key="upload_csv", on_click="ignore", icon=":material/download:")
 
 
+def thumbnail(container, image) -> None:
+    """The uploaded image, at most THUMB_PX a side, framed so that a white page shows on a white card."""
+    thumb = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    thumb.thumbnail((THUMB_PX, THUMB_PX))
+    frame = FRAME_RGB + (255,) if thumb.mode == "RGBA" else FRAME_RGB
+    container.image(ImageOps.expand(thumb, border=1, fill=frame), caption=f"Uploaded ({image.width}×{image.height})")
+
+
 @st.fragment
 def digit_card(i: int, name: str, image, res) -> None:
     # A fragment: picking or saving a correction reruns this card only, not every file's reading.
     st.markdown(f"**{md(name)}**")
-    shown, seen, why, numbers, chart = st.columns([1.1, 0.8, 0.8, 0.9, 2.0], gap="medium")
-    thumb = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-    thumb.thumbnail((THUMB_PX, THUMB_PX))
-    shown.image(thumb, caption=f"Uploaded ({image.width}×{image.height})")
-    if res.digit is None:
-        numbers.info(res.message.capitalize() if res.message else "No digit found.")
+    if res.digit is None:  # the message takes the card's width beside the thumbnail
+        shown, note = st.columns([1.1, 4.5], gap="medium")
+        thumbnail(shown, image)
+        note.info(sentence(res.message) or "No digit found.")
         return
-    seen.image(model_view(res.image, SEEN_PX), caption="What the model sees")
+    shown, seen, why, numbers, chart = st.columns([1.1, 0.8, 0.8, 0.9, 2.0], gap="medium")
+    thumbnail(shown, image)
+    seen_image(seen, res.image, SEEN_PX, "What the model sees")
     why_image(predictor, res.image, res.digit, why, SEEN_PX)
-    digit_metric(numbers, res)
-    numbers.metric("Confidence", f"{res.confidence:.1%}")
+    answer_metrics(numbers, numbers, res)
     with chart:
         st.plotly_chart(probability_bar(res.probabilities, title=None, height=220), width="stretch",
                         key=f"upload_probabilities_{i}")
@@ -144,10 +159,8 @@ def number_card(i: int, name: str, image, reading) -> None:
     st.markdown(f"**{md(name)}**")
     if not reading.digits:
         shown, note = st.columns([1, 3])
-        thumb = image.convert("RGBA" if "A" in image.getbands() else "RGB")
-        thumb.thumbnail((THUMB_PX, THUMB_PX))
-        shown.image(thumb, caption=f"Uploaded ({image.width}×{image.height})")
-        note.info(reading.message.capitalize() if reading.message else "No digit found.")
+        thumbnail(shown, image)
+        note.info(sentence(reading.message) or "No digit found.")
         return
     shown, numbers = st.columns([1.7, 1], gap="medium")
     labels = [str(d.digit) for d in reading.digits]

@@ -28,7 +28,8 @@ def test_probability_bar_highlights_the_most_probable_digit(winner):
     colors = list(bar.marker.color)
     assert colors[winner] == PRIMARY
     assert colors.count(PRIMARY) == 1 and colors.count(MUTED) == 9
-    assert bar.text[winner] == "82%"
+    assert bar.text[winner] == "82.0%"  # as the Confidence metric beside it shows it
+    assert [t for d, t in enumerate(bar.text) if d != winner and t] == ["2%"] * 9
     assert fig.layout.yaxis.range == (0, 1.12)
 
 

@@ -622,6 +622,8 @@ def test_draw_says_when_it_is_probably_not_a_digit(app_env):
     assert not at.exception, [e.message for e in at.exception]
     assert metric(at, "Predicted digit") is not None  # the metrics stay...
     assert any(NOT_A_DIGIT in w for w in texts(at.warning))  # ...and the page says it
+    notes = {m.label: m.delta for m in at.metric}  # ...and under each metric, what it means here
+    assert notes == {"Predicted digit": "nearest guess", "Confidence": "among digits only"}, notes
 
 
 def test_saving_a_correction_from_draw_stores_it_and_corrections_lists_and_deletes_it(app_env, train_env):
@@ -696,7 +698,11 @@ def test_upload_unreadable_file_gets_its_own_error_and_others_are_answered(app_e
     table = at.dataframe[0].value
     assert list(table["file"]) == ["broken.png", "seven.png", "blank.png"]
     assert table["digit"].iloc[1] == 7 and table["digit"].isna().iloc[[0, 2]].all()
-    assert "no digit found" in table["note"].iloc[2]
+    assert table["note"].iloc[0].startswith("Cannot be read. ")
+    assert table["note"].iloc[2].startswith("No digit found: no strokes stand out from the background")
+    # The card's message: a sentence as written (not lower-cased after its first letter), beside the thumbnail.
+    (card_note,) = [i.value for i in at.info if i.value.startswith("No digit found")]
+    assert "Draw or photograph a single digit." in card_note, card_note
     assert [b.label for b in at.get("download_button")] == ["Download as CSV"]
 
 
@@ -740,6 +746,7 @@ def test_upload_says_when_an_image_is_probably_not_a_digit(app_env):
     at.file_uploader(key="upload_files").set_value(files).run()
     assert not at.exception, [e.message for e in at.exception]
     assert len([m for m in at.metric if m.label == "Predicted digit"]) == 2  # the metrics stay
+    assert [m.delta or None for m in at.metric] == ["nearest guess", "among digits only", None, None]  # the letter's
     assert len([w for w in texts(at.warning) if NOT_A_DIGIT in w]) == 1
     table = at.dataframe[0].value
     assert list(table["Digit?"]) == ["no", "yes"]

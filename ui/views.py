@@ -10,8 +10,9 @@ from core.serving.saliency import overlay, saliency
 from ui.page import light_theme
 
 
-NOT_A_DIGIT = ("This is probably not a digit — not sure. The model must still answer 0–9, so the digit "
-               "shown is only its nearest guess.")
+NOT_A_DIGIT = ("This is probably not a digit. The model must still answer 0–9, so the digit shown is only "
+               "its nearest guess, and the confidence only says how sure it is among the ten digits, not that "
+               "this is one.")
 
 
 def not_a_digit_warning(container=None) -> None:
@@ -19,12 +20,16 @@ def not_a_digit_warning(container=None) -> None:
     (container or st).warning(NOT_A_DIGIT, icon=":material/help:")
 
 
-def digit_metric(container, prediction) -> None:
-    """The "Predicted digit" metric; under it, when the detector flagged the image, "nearest guess"
-    (the model must answer 0-9 even for a dot or a drawing, so a high confidence alone misleads)."""
+def answer_metrics(digit_container, confidence_container, prediction) -> None:
+    """The "Predicted digit" and "Confidence" metrics. When the detector flagged the image, grey notes
+    under them say "nearest guess" and "among digits only": the model must answer 0-9 even for a dot or
+    a drawing, so a high confidence alone misleads."""
     flagged = not prediction.is_digit
-    container.metric("Predicted digit", str(prediction.digit), delta="nearest guess" if flagged else None,
-                     delta_color="off", delta_arrow="off")
+    digit_container.metric("Predicted digit", str(prediction.digit), delta="nearest guess" if flagged else None,
+                           delta_color="off", delta_arrow="off")
+    confidence_container.metric("Confidence", f"{prediction.confidence:.1%}",
+                                delta="among digits only" if flagged else None, delta_color="off",
+                                delta_arrow="off")
 
 
 def model_view(x28, size_px: int = 168):
@@ -34,6 +39,13 @@ def model_view(x28, size_px: int = 168):
     if light_theme():
         pixels = 255 - pixels
     return _framed(Image.fromarray(pixels).resize((size_px, size_px), Image.Resampling.NEAREST))
+
+
+def seen_image(container, x28, size_px: int, caption: str = "What the model sees (28×28)") -> None:
+    """`model_view` shown at its own size: without a width, Streamlit stretches an image to a caption
+    wider than it, and "What the model sees" would stand larger than the "Why this digit" beside it."""
+    view = model_view(x28, size_px)
+    container.image(view, caption=caption, width=view.width)
 
 
 FRAME_RGB = (209, 213, 219)  # a thin grey frame: the 28x28's edge on a white page
@@ -64,7 +76,8 @@ def why_image(predictor, x28, digit: int, container=None, size_px: int = 112) ->
     """Show which pixels drove the prediction (beside "What the model sees")."""
     container = container or st
     try:
-        container.image(why_view(predictor, x28, digit, size_px), caption=WHY_CAPTION)
+        view = why_view(predictor, x28, digit, size_px)
+        container.image(view, caption=WHY_CAPTION, width=view.width)
     except ValueError as exc:
         container.warning(f"No heatmap for this image: {exc}", icon=":material/warning:")
 

@@ -54,7 +54,8 @@ MIN_INK_MASS = 6.0
 MIN_INK_FRACTION = 1e-4
 
 _FORMATS_HINT = "Upload a PNG, JPEG, BMP, GIF, WebP or TIFF."
-_BLANK_HINT = "no digit found: the image is blank. Draw or photograph a single digit."
+_BLANK_HINT = ("no digit found: no strokes stand out from the background (a blank page, or an even texture "
+               "such as noise). Draw or photograph a single digit.")
 
 
 class ImageReadError(ValueError):

@@ -24,7 +24,8 @@ from core.reading import preprocess
 
 Box = tuple[int, int, int, int]
 
-NO_DIGIT_MESSAGE = "no digit found: the image is blank. Write or draw some digits."
+NO_DIGIT_MESSAGE = ("no digit found: no strokes stand out from the background (a blank page, or an even "
+                    "texture such as noise). Write or draw some digits.")
 # EXIF orientations 5-8 turn the picture a quarter: the upright width is the stored height.
 _QUARTER_TURNS = (5, 6, 7, 8)
 _EXIF_ORIENTATION = 0x0112

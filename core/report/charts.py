@@ -67,7 +67,10 @@ def probability_bar(probs: Sequence[float] | np.ndarray, highlight: int | None =
     # One constructor call (validated once): this chart is redrawn after every stroke on Draw.
     return go.Figure(data=[dict(
         type="bar", x=[str(d) for d in range(NUM_CLASSES)], y=p.tolist(), marker=dict(color=colors),
-        text=[f"{v:.0%}" if v >= 0.005 else "" for v in p], textposition="outside", cliponaxis=False,
+        # The highlighted bar as the "Confidence" metric beside the chart shows it (99.9%, not 100%); labels
+        # keep their size (constraintext) rather than shrink to a narrow bar's width.
+        text=[f"{v:.1%}" if d == winner else f"{v:.0%}" if v >= 0.005 else "" for d, v in enumerate(p)],
+        textposition="outside", cliponaxis=False, constraintext="none",
         hovertemplate="digit %{x}: %{y:.2%}<extra></extra>",
     )], layout=dict(
         height=height, margin=MARGIN, font=FONT, showlegend=False, hoverlabel=dict(font_size=12),

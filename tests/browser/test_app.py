@@ -213,7 +213,7 @@ def test_upload_several_files(page, app_url, screenshot):
     assert set(table) == {f["name"] for f in files}, f"table rows: {table}"
     for name, digit in expected.items():
         assert table[name][0] == str(digit), f"table row of {name}: {table[name]}"
-    assert "cannot be read" in table["notes.png"][-1], f"table row of notes.png: {table['notes.png']}"
+    assert "Cannot be read" in table["notes.png"][-1], f"table row of notes.png: {table['notes.png']}"
     assert page.locator(".st-key-upload_csv button").count() == 1, "no CSV download of the results"
     screenshot(page, "upload")
 
