@@ -120,6 +120,11 @@ def test_draw_digits_with_the_mouse(page, app_url, screenshot):
     assert readings == {d: str(d) for d in DRAWN_DIGITS}, f"drawn digit -> what the page read: {readings}"
 
     assert main_area(page).get_by_text("What the model sees").count() >= 1, "no 28x28 view of the drawing"
+    # The model's view and "Why this digit" side by side, each at its own size (a caption wider than an
+    # image once stretched it by half).
+    shown = main_area(page).locator('[data-testid="stImageContainer"] img').evaluate_all(
+        "imgs => imgs.map(i => [i.naturalWidth, Math.round(i.getBoundingClientRect().width)])")
+    assert len(shown) == 2 and all(natural == width for natural, width in shown), shown
     page.locator(".st-key-draw_probabilities .js-plotly-plot").wait_for()  # the probability chart
     assert_no_exception(page)
     screenshot(page, "draw")
