@@ -46,7 +46,7 @@ acc_col.metric("Test accuracy", f"{ev.accuracy:.2%}", help="Share of the 10,000 
 wrong_col.metric(f"Mistakes of {ev.count:,}", f"{len(ev.mistakes):,}")
 family_col.metric("Architecture", family_label(entry.info))
 params_col.metric("Parameters", f"{entry.info.params:,}" if entry.info.params is not None else "?")
-top = ev.top_confusions(5)
+top = [(t, p, n) for t, p, n in ev.top_confusions(5) if n > 1]  # a single slip is no pattern
 if top:
     st.caption("Most frequent mistakes: " + " · ".join(f"{t} read as {p} ({n}×)" for t, p, n in top))
 
@@ -61,6 +61,7 @@ with classes_col:
         "digit": range(10), "test images": ev.support,
         "precision": ev.precision * 100, "recall": ev.recall * 100, "F1": ev.f1 * 100,
     }), hide_index=True, column_config={
+        "test images": st.column_config.NumberColumn(format="localized"),  # 1,135 as the heatmap writes it
         "precision": st.column_config.NumberColumn(
             format="%.2f%%", help="Of the images read as this digit, the share that are it."),
         "recall": st.column_config.NumberColumn(

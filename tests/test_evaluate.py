@@ -167,6 +167,9 @@ def test_confusion_heatmap_labels_every_cell_with_its_count(small_eval):
         [str(v) if v else "" for v in row] for row in small_eval.confusion.tolist()]
     assert fig.layout.yaxis.autorange == "reversed"  # digit 0 at the top, like a table
     assert heat.colorscale[-1][1] == "#4F46E5"
+    bar = heat.colorbar  # counts on a log scale, from 1 (0 beside it overlapped it)
+    assert list(bar.ticktext)[0] == "1" and "0" not in bar.ticktext
+    assert np.allclose(bar.tickvals, [np.log10(1 + int(t.replace(",", ""))) for t in bar.ticktext])
 
 
 @pytest.mark.parametrize("bad", [np.zeros((9, 10)), -np.ones((10, 10))])
@@ -206,6 +209,11 @@ def test_evaluate_page_shows_accuracy_filters_and_models(app_env, small_eval):
     assert at.selectbox(key="eval_true").options == ["Any", *map(str, range(10))]
     models = at.dataframe[-1].value
     assert set(models["model"]) == {"test-mlp (yours)", "test-mlp-copy"}
+    # The most frequent mistakes, each made more than once (a single slip is no pattern).
+    repeated = [(t, p, n) for t, p, n in small_eval.top_confusions(5) if n > 1]
+    mistakes = [c.value for c in at.caption if c.value.startswith("Most frequent mistakes: ")]
+    assert mistakes == ["Most frequent mistakes: " + " · ".join(f"{t} read as {p} ({n}×)" for t, p, n in repeated)]
+    assert repeated, "the small test model makes some mistake more than once"
 
     # Filter on the most frequent confusion: the page lists exactly those mistakes.
     t, p, count = small_eval.top_confusions(1)[0]

@@ -210,7 +210,7 @@ def confusion_heatmap(cm: np.ndarray | Sequence[Sequence[int]], *, title: str | 
     share = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
     labels = [str(d) for d in range(NUM_CLASSES)]
     top = max(1, int(counts.max()))
-    ticks = [v for v in (0, 1, 10, 100, 1000, 10000) if v <= top]
+    ticks = [v for v in (1, 10, 100, 1000, 10000) if v <= top]  # no 0: beside 1 on a log bar, the two overlap
     fig = go.Figure(go.Heatmap(
         z=np.log10(1 + counts).tolist(), x=labels, y=labels,
         # Empty cells stay blank so the few mistakes stand out.
