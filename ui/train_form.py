@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from core.learning.architecture import check_stack
+from core.learning.augment import DEGRADE_SHARE, LOWRES_SIDES
 from core.learning.model import DEFAULT_CNN_FILTERS, DEFAULT_MLP_HIDDEN, FAMILIES, ModelSpec, default_spec
 from core.learning.settings import PARAMS, from_query, has_settings, parse_sizes, to_query
 from core.learning.train import MAX_SEED, MIN_LEARNING_RATE, TrainConfig
@@ -169,7 +170,11 @@ def form() -> tuple[bool, bool]:
                        key="train_val_fraction")
         st.select_slider("Training images", options=_with(TRAIN_SIZES, s["train_size"]), key="train_size",
                          format_func=lambda v: f"{v:,}", help="Fewer images train faster and score a little lower.")
-        st.checkbox("Augment (small random rotations, scalings, shifts)", key="train_augment")
+        st.checkbox("Augment like real inputs", key="train_augment",
+                    help=f"Every image slightly rotated, scaled, sheared and shifted; {DEGRADE_SHARE:.0%} of them "
+                         "each also get thicker or thinner strokes, a lower resolution "
+                         f"({LOWRES_SIDES[0]}-{LOWRES_SIDES[1]} px and back) or a blur. What drawings and photos "
+                         "do to a digit: the shipped model learned with it.")
         with st.expander("More settings"):
             c, d = st.columns(2)
             if family != "custom":  # a custom stack has its own dropout and batch normalization layers
