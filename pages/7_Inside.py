@@ -8,7 +8,7 @@ from ui.inside import layers_runtime, show_first_weights, show_layers
 from ui.messages import show_error
 from ui.models import require_model, require_predictor
 from ui.page import light_theme, start_page
-from ui.views import seen_image
+from ui.views import answer_metrics, seen_image
 
 CANVAS_PX = 280
 CANVAS_KEY = "inside_canvas"
@@ -71,8 +71,7 @@ def draw_and_look() -> None:
     outputs = layers.run(prediction.image)
     with answer_col:
         digit_col, conf_col, seen_col = st.columns(3)
-        digit_col.metric("Predicted digit", str(prediction.digit))
-        conf_col.metric("Confidence", f"{prediction.confidence:.1%}")
+        answer_metrics(digit_col, conf_col, prediction)
         seen_image(seen_col, prediction.image, SEEN_PX)
         show_first_weights(layers.first, outputs)
 

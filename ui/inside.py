@@ -18,7 +18,10 @@ MLP_UNITS = 8  # units of an MLP's first layer whose weights are shown
 
 def show_layers(outputs: list[LayerOutput], *, key: str = "inside") -> None:
     """One bordered panel per layer, two per row, in the model's order: feature maps as a grid of
-    tiles, vectors as a bar chart, each under `panel_caption`."""
+    tiles, vectors as a bar chart, each under `panel_caption`; the key to the tiles' colours first."""
+    st.caption("Feature maps: one tile per channel, all on the layer's own scale; grey from nothing (black) "
+               "to the layer's strongest response (white); where a layer has negative outputs (before its "
+               "ReLU), red is positive and blue negative.")
     for start in range(0, len(outputs), 2):
         for col, out in zip(st.columns(2), outputs[start:start + 2]):
             with col.container(border=True):
@@ -27,9 +30,6 @@ def show_layers(outputs: list[LayerOutput], *, key: str = "inside") -> None:
                     st.image(feature_grid(out))
                 else:
                     st.plotly_chart(activation_bars(out), width="stretch", key=f"{key}_{out.name}")
-    st.caption("Feature maps: one tile per channel, all on the layer's own scale; grey from nothing (black) "
-               "to the layer's strongest response (white); where a layer has negative outputs (before its "
-               "ReLU), red is positive and blue negative.")
 
 
 def show_first_weights(first: FirstWeights, outputs: list[LayerOutput]) -> None:
