@@ -623,7 +623,7 @@ def test_draw_says_when_it_is_probably_not_a_digit(app_env):
     assert metric(at, "Predicted digit") is not None  # the metrics stay...
     assert any(NOT_A_DIGIT in w for w in texts(at.warning))  # ...and the page says it
     notes = {m.label: m.delta for m in at.metric}  # ...and under each metric, what it means here
-    assert notes == {"Predicted digit": "nearest guess", "Confidence": "among digits only"}, notes
+    assert notes == {"Predicted digit": "nearest guess", "Confidence": "among digits"}, notes
 
 
 def test_saving_a_correction_from_draw_stores_it_and_corrections_lists_and_deletes_it(app_env, train_env):
@@ -746,7 +746,7 @@ def test_upload_says_when_an_image_is_probably_not_a_digit(app_env):
     at.file_uploader(key="upload_files").set_value(files).run()
     assert not at.exception, [e.message for e in at.exception]
     assert len([m for m in at.metric if m.label == "Predicted digit"]) == 2  # the metrics stay
-    assert [m.delta or None for m in at.metric] == ["nearest guess", "among digits only", None, None]  # the letter's
+    assert [m.delta or None for m in at.metric] == ["nearest guess", "among digits", None, None]  # the letter's
     assert len([w for w in texts(at.warning) if NOT_A_DIGIT in w]) == 1
     table = at.dataframe[0].value
     assert list(table["Digit?"]) == ["no", "yes"]

@@ -22,13 +22,13 @@ def not_a_digit_warning(container=None) -> None:
 
 def answer_metrics(digit_container, confidence_container, prediction) -> None:
     """The "Predicted digit" and "Confidence" metrics. When the detector flagged the image, grey notes
-    under them say "nearest guess" and "among digits only": the model must answer 0-9 even for a dot or
+    under them say "nearest guess" and "among digits": the model must answer 0-9 even for a dot or
     a drawing, so a high confidence alone misleads."""
     flagged = not prediction.is_digit
     digit_container.metric("Predicted digit", str(prediction.digit), delta="nearest guess" if flagged else None,
                            delta_color="off", delta_arrow="off")
     confidence_container.metric("Confidence", f"{prediction.confidence:.1%}",
-                                delta="among digits only" if flagged else None, delta_color="off",
+                                delta="among digits" if flagged else None, delta_color="off",
                                 delta_arrow="off")
 
 
