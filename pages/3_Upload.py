@@ -127,7 +127,8 @@ def thumbnail(container, image) -> None:
     thumb = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     thumb.thumbnail((THUMB_PX, THUMB_PX))
     frame = FRAME_RGB + (255,) if thumb.mode == "RGBA" else FRAME_RGB
-    container.image(ImageOps.expand(thumb, border=1, fill=frame), caption=f"Uploaded ({image.width}×{image.height})")
+    container.image(ImageOps.expand(thumb, border=1, fill=frame),
+                    caption=f"Uploaded ({image.width}×{image.height})")
 
 
 @st.fragment
