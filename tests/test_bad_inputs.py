@@ -199,7 +199,7 @@ def test_upload_page_gives_each_bad_file_its_own_error_and_answers_the_rest(item
         if isinstance(item.expect, int):
             assert got == item.expect, item.name
         elif item.expect == "error":
-            assert got is None and row["note"].startswith("cannot be read: "), item.name
+            assert got is None and row["note"].startswith("Cannot be read. "), item.name
         elif item.expect == "no_digit":
             assert got is None and row["note"].strip(), item.name
 
