@@ -5,7 +5,6 @@ import unicodedata
 
 import pandas as pd
 import streamlit as st
-from PIL import ImageOps
 
 from core.report.charts import boxed_digits, probability_bar
 from core.reading.segment import read_number
@@ -14,7 +13,7 @@ from ui.corrections import correction_form
 from ui.models import require_model, require_predictor
 from ui.page import start_page
 from ui.views import (
-    FRAME_RGB, answer_metrics, digit_tiles, not_a_digit_warning, seen_image, why_caption, why_image,
+    answer_metrics, digit_tiles, framed, not_a_digit_warning, seen_image, why_caption, why_image,
 )
 
 TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"]
@@ -126,9 +125,7 @@ def thumbnail(container, image) -> None:
     """The uploaded image, at most THUMB_PX a side, framed so that a white page shows on a white card."""
     thumb = image.convert("RGBA" if "A" in image.getbands() else "RGB")
     thumb.thumbnail((THUMB_PX, THUMB_PX))
-    frame = FRAME_RGB + (255,) if thumb.mode == "RGBA" else FRAME_RGB
-    container.image(ImageOps.expand(thumb, border=1, fill=frame),
-                    caption=f"Uploaded ({image.width}×{image.height})")
+    container.image(framed(thumb), caption=f"Uploaded ({image.width}×{image.height})")
 
 
 @st.fragment

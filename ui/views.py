@@ -51,9 +51,15 @@ def seen_image(container, x28, size_px: int, caption: str = "What the model sees
 FRAME_RGB = (209, 213, 219)  # a thin grey frame: the 28x28's edge on a white page
 
 
+def framed(view: Image.Image) -> Image.Image:
+    """``view`` with a 1-pixel grey frame (RGB, or RGBA where it has transparency)."""
+    view = view if view.mode == "RGBA" else view.convert("RGB")
+    return ImageOps.expand(view, border=1, fill=FRAME_RGB + ((255,) if view.mode == "RGBA" else ()))
+
+
 def _framed(view: Image.Image) -> Image.Image:
-    """``view`` with a 1-pixel grey frame in the light theme (its white background meets the page's)."""
-    return ImageOps.expand(view.convert("RGB"), border=1, fill=FRAME_RGB) if light_theme() else view
+    """``view`` framed in the light theme (its white background meets the page's)."""
+    return framed(view) if light_theme() else view
 
 
 WHY_CAPTION = "Why this digit"
