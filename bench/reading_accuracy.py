@@ -156,14 +156,17 @@ def _lowres_tuning(digit: np.ndarray) -> bytes:
 
 # --- measuring -------------------------------------------------------------------------------------
 
-def project_read(predictor, sources: list) -> tuple[np.ndarray, np.ndarray]:
-    """(digits, is_digit) of the project's reading path (-1 / False where no digit was found)."""
-    digits, flags = [], []
+def project_read(predictor, sources: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(digits, is_digit, inputs) of the project's reading path: -1 / False where no digit was found;
+    ``inputs`` the (M, 28, 28) images the model saw, for the M sources where one was found."""
+    digits, flags, inputs = [], [], []
     for source in sources:
         p = predictor.read(source)
         digits.append(-1 if p.digit is None else p.digit)
         flags.append(bool(p.is_digit))
-    return np.array(digits), np.array(flags)
+        if p.image is not None:
+            inputs.append(p.image)
+    return np.array(digits), np.array(flags), np.array(inputs, np.float32).reshape(-1, 28, 28)
 
 
 def recipe_read(predictor, sources: list) -> np.ndarray:
@@ -176,34 +179,32 @@ def recipe_read(predictor, sources: list) -> np.ndarray:
     return digits
 
 
-def tradeoff(predictor, rows_: list, targets=(90.0, 95.0, 97.0)) -> dict:
+def tradeoff(predictor, fashion: np.ndarray, digits: dict[str, np.ndarray], targets=(90.0, 95.0, 97.0)) -> dict:
     """What flagging more Fashion would cost: for each target share of Fashion-MNIST flagged, the
     threshold on the detector's own score that reaches it, and the share of each digit row flagged at that
-    threshold. A report of the held-out rows, read after the detector was chosen; it moves no threshold."""
-    from core.reading import preprocess
+    threshold. A report of the held-out rows, read after the detector was chosen; it moves no threshold.
 
-    def scores(sources: list) -> np.ndarray:
-        inputs = []
-        for source in sources:
-            try:
-                inputs.append(preprocess.to_mnist(source))
-            except ValueError:  # no ink: never flagged as a digit row's miss
-                continue
-        return predictor.detector.scores(predictor.runtime.run(np.stack(inputs)[..., None])[1])
-
-    fashion = [scores(s) for _, name, s, labels in rows_ if labels is None]
-    if not fashion or predictor.detector is None:
+    Args:
+        fashion: the (N, 28, 28) inputs the model saw for the Fashion row (`project_read`).
+        digits: each digit row's inputs, by row name.
+    """
+    if predictor.detector is None or not len(fashion):
         return {}
-    digits = {name: scores(s) for _, name, s, labels in rows_ if labels is not None}
+
+    def scores(inputs: np.ndarray) -> np.ndarray:
+        return predictor.detector.scores(predictor.runtime.run(inputs[..., None])[1])
+
+    fashion_scores = scores(fashion)
+    digit_scores = {name: scores(inputs) for name, inputs in digits.items()}
     out = {}
     for target in targets:
-        threshold = np.quantile(fashion[0], 1.0 - target / 100.0)
-        flagged = {name: 100.0 * float(np.mean(s > threshold)) for name, s in digits.items()}
+        threshold = np.quantile(fashion_scores, 1.0 - target / 100.0)
+        flagged = {name: 100.0 * float(np.mean(s > threshold)) for name, s in digit_scores.items()}
         worst = max(flagged, key=flagged.get)
-        out[f"{target:g}"] = {"max_pct": flagged[worst], "median_pct": float(np.median(list(flagged.values()))),
-                              "worst_row": worst}
+        median = float(np.median(list(flagged.values())))
+        out[f"{target:g}"] = {"max_pct": flagged[worst], "median_pct": median, "worst_row": worst}
         common.say(f"Fashion flagged {target:4.1f}%: digits flagged {flagged[worst]:5.1f}% in the worst row "
-                   f"({worst}), {out[f'{target:g}']['median_pct']:.1f}% in the median row")
+                   f"({worst}), {median:.1f}% in the median row")
     return out
 
 
@@ -218,14 +219,16 @@ def main() -> int:
     common.say(f"model: {predictor.name}")
     t0 = time.perf_counter()
     table, figures = [], {"model": predictor.name, "rows": {}}
-    all_rows = rows(args.quick)
-    for kind, name, sources, labels in all_rows:
-        digits, flags = project_read(predictor, sources)
+    seen, fashion = {}, np.zeros((0, 28, 28), np.float32)  # the inputs the model saw, for `tradeoff`
+    for kind, name, sources, labels in rows(args.quick):
+        digits, flags, inputs = project_read(predictor, sources)
         if labels is None:
+            fashion = inputs
             flagged = 100.0 * float(np.mean(~flags))
             table.append(f"{kind:9s} {name:20s} {'':>8s} {'':>8s} {'':>7s} {flagged:8.1f}  (goal >= {MIN_FASHION_FLAGGED_PCT})")
             figures["rows"][name] = {"kind": kind, "n": len(sources), "flagged_pct": flagged}
             continue
+        seen[name] = inputs
         ours = 100.0 * float(np.mean(digits == labels))
         ref = 100.0 * float(np.mean(recipe_read(predictor, sources) == labels))
         flagged = 100.0 * float(np.mean(~flags & (digits >= 0)))
@@ -240,7 +243,7 @@ def main() -> int:
     for line in table:
         common.say(line)
     common.say("")
-    figures["fashion_tradeoff"] = tradeoff(predictor, all_rows)
+    figures["fashion_tradeoff"] = tradeoff(predictor, fashion, seen)
     digit_rows = [r for r in figures["rows"].values() if "project_pct" in r]
     figures["worst_diff_vs_recipe"] = min(r["project_pct"] - r["recipe_pct"] for r in digit_rows)
     figures["max_flagged_pct"] = max(r["flagged_pct"] for r in digit_rows)
